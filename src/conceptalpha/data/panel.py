@@ -1,0 +1,114 @@
+"""Dense market containers: the daily bar panel and the market bundle.
+
+Every array is indexed ``[t, i]``: trading day ``t`` of the calendar, instrument
+``i`` of ``instruments``; float32 with NaN where there is no bar.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from conceptalpha.data.calendar import Calendar
+from conceptalpha.data.universe import Universe
+from conceptalpha.errors import UserError
+
+PRICE_FIELDS = ("open", "high", "low", "close")
+
+
+@dataclass
+class BarPanel:
+    """Daily bars: ``fields[name]`` is a float32 array [D, N].
+
+    Prices (open/high/low/close/vwap) are adjusted; ``factor`` (when present) is
+    the adjustment factor, so raw price = adjusted price / factor. ``volume`` is
+    in shares; a suspended day has volume 0 (or no bar at all).
+    """
+
+    calendar: Calendar
+    instruments: np.ndarray  # [N] canonical symbols, str
+    fields: dict[str, np.ndarray]
+
+    def __post_init__(self) -> None:
+        self.instruments = np.asarray(self.instruments, dtype=object)
+        shape = (len(self.calendar), len(self.instruments))
+        for name, arr in self.fields.items():
+            if arr.shape != shape:
+                raise ValueError(f"field {name!r} has shape {arr.shape}, expected {shape}")
+        self._index = {sym: i for i, sym in enumerate(self.instruments)}
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.calendar), len(self.instruments)
+
+    def field(self, name: str) -> np.ndarray:
+        try:
+            return self.fields[name]
+        except KeyError:
+            raise UserError(f"field {name!r} is not in the data (have: {', '.join(sorted(self.fields))})") from None
+
+    def has(self, name: str) -> bool:
+        return name in self.fields
+
+    def instrument_positions(self, symbols) -> np.ndarray:
+        """Column index of each symbol, -1 where the panel has no such instrument."""
+        return np.array([self._index.get(s, -1) for s in symbols], dtype=np.int64)
+
+    def raw_close(self) -> np.ndarray:
+        """Unadjusted close: adjusted close / factor (the adjusted close when there is no factor)."""
+        close = self.field("close")
+        if "factor" not in self.fields:
+            return close
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return close / self.fields["factor"]
+
+    def suspended(self) -> np.ndarray:
+        """[D, N] bool: a bar exists but nothing traded (volume 0)."""
+        volume = self.field("volume")
+        return volume == 0
+
+    def subset(self, days: slice | None = None, instruments: np.ndarray | None = None) -> "BarPanel":
+        days = days if days is not None else slice(None)
+        cols = slice(None) if instruments is None else self.instrument_positions(instruments)
+        if not isinstance(cols, slice) and (cols < 0).any():
+            raise UserError("subset asks for instruments that are not in the panel")
+        return BarPanel(
+            calendar=self.calendar.subset(days),
+            instruments=self.instruments[cols],
+            fields={k: np.ascontiguousarray(v[days][:, cols]) for k, v in self.fields.items()},
+        )
+
+    def to_frame(self) -> pd.DataFrame:
+        """Long table indexed (datetime, instrument), one column per field (rows with no close dropped)."""
+        index = pd.MultiIndex.from_product([self.calendar.dates, self.instruments], names=["datetime", "instrument"])
+        frame = pd.DataFrame({k: v.reshape(-1) for k, v in self.fields.items()}, index=index)
+        return frame[frame["close"].notna()] if "close" in frame else frame
+
+
+@dataclass
+class Market:
+    """Everything downstream stages need about a market.
+
+    ``universe`` is aligned to ``panel`` (same calendar and instruments);
+    ``universe_members`` keeps the full member list, including members that have
+    no bars (delisted names missing from the data source).
+    ``shares`` (total shares by instrument, may be partial) feeds market caps;
+    ``benchmark`` is the benchmark index close on the calendar, if known.
+    """
+
+    panel: BarPanel
+    universe: Universe
+    universe_members: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
+    shares: pd.Series | None = None
+    benchmark: pd.Series | None = None
+    name: str = "market"
+
+    @property
+    def calendar(self) -> Calendar:
+        return self.panel.calendar
+
+    @property
+    def members_without_bars(self) -> np.ndarray:
+        return np.setdiff1d(self.universe_members.astype(str), self.panel.instruments.astype(str))

@@ -1,0 +1,1 @@
+"""Stage 6 — evaluation: factor metrics, A-share backtest, reports, exports."""

@@ -1,0 +1,1 @@
+"""Stage 7 — experiments: typed configs, the runner, the CLI, grids and rolling retraining."""

@@ -1,0 +1,1 @@
+"""Stage 2 — features: Alpha360/158, labels, processors, the daily dataset."""

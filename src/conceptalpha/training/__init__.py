@@ -1,0 +1,1 @@
+"""Stage 5 — training: the shared trainer (batching, early stopping, seeds, checkpoints)."""

@@ -1,0 +1,34 @@
+"""Shared test fixtures.
+
+Integration tests that read the real A-share data use ``shared_data``; they
+skip cleanly when ``../shared/data`` (or ``$CONCEPTALPHA_SHARED_DATA``) is absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("CONCEPTALPHA_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "cn_csi300" / "calendars" / "day.txt").exists():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """Keep tests on at most 2 threads, as on the CI machine."""
+    try:
+        import torch
+
+        torch.set_num_threads(min(2, torch.get_num_threads()))
+    except ImportError:
+        pass
+    yield
