@@ -34,5 +34,5 @@ def test_unknown_forms_are_errors(bad):
 
 def test_vectorised_reports_failures():
     canon, ok = normalize_symbols(["000001.SZ", "bad", "sh600000", "bad"])
-    assert list(ok) == [True, False, True, False]
+    assert ok.tolist() == [True, False, True, False]
     assert list(canon[ok]) == ["SZ000001", "SH600000"]

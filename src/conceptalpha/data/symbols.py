@@ -59,12 +59,12 @@ def normalize_symbols(symbols) -> tuple[np.ndarray, np.ndarray]:
     Where ``ok`` is False the canonical entry is None; callers count and list
     those instead of dropping them silently.
     """
-    values = pd.Series(symbols, dtype=object)
-    uniques = pd.unique(values)
-    mapping = {u: (_normalize_one(t) if (t := _as_text(u)) is not None else None) for u in uniques}
-    canon = values.map(mapping).to_numpy(dtype=object)
-    ok = np.array([c is not None for c in canon], dtype=bool)
-    return canon, ok
+    codes, uniques = pd.factorize(pd.Series(symbols, dtype=object), use_na_sentinel=False)
+    canon_unique = np.array(
+        [(_normalize_one(t) if (t := _as_text(u)) is not None else None) for u in uniques], dtype=object
+    )
+    ok_unique = np.array([c is not None for c in canon_unique], dtype=bool)
+    return canon_unique[codes], ok_unique[codes]
 
 
 def _as_text(symbol: object) -> str | None:
