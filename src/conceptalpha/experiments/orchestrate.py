@@ -1,0 +1,155 @@
+"""One experiment end to end: windows × models × seeds → predictions → metrics, backtests, report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from conceptalpha.errors import UserError
+from conceptalpha.experiments.config import ExperimentConfig, dump_config
+from conceptalpha.experiments.runner import Inputs, build_window_dataset, load_inputs, run_one
+from conceptalpha.io import atomic_path, write_json, write_text
+
+DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
+log = logging.getLogger("conceptalpha")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    table: str
+
+
+# ---------------------------------------------------------------- windows
+
+
+def windows(config: ExperimentConfig) -> list[dict[str, tuple[str, str]]]:
+    """Segments of each training window: one for a plain run, several for walk-forward retraining.
+
+    Rolling: test windows of ``step_years`` calendar years from the configured test
+    start to the test end; each is preceded by ``valid_years`` of validation and
+    ``train_years`` of training (``fixed``) or everything from the configured train
+    start (``expanding``).
+    """
+    seg = config.segments
+    if not config.rolling.enabled:
+        return [seg.model_dump()]
+    roll = config.rolling
+    test_start, test_end = pd.Timestamp(seg.test[0]), pd.Timestamp(seg.test[1])
+    out = []
+    start = test_start
+    while start <= test_end:
+        stop = min(start + pd.DateOffset(years=roll.step_years) - pd.Timedelta(days=1), test_end)
+        valid_start = start - pd.DateOffset(years=roll.valid_years)
+        train_start = pd.Timestamp(seg.train[0]) if roll.mode == "expanding" else valid_start - pd.DateOffset(years=roll.train_years)
+        out.append(
+            {
+                "train": (_d(train_start), _d(valid_start - pd.Timedelta(days=1))),
+                "valid": (_d(valid_start), _d(start - pd.Timedelta(days=1))),
+                "test": (_d(start), _d(stop)),
+            }
+        )
+        start = stop + pd.Timedelta(days=1)
+    return out
+
+
+def _d(ts: pd.Timestamp) -> str:
+    return ts.strftime("%Y-%m-%d")
+
+
+# ---------------------------------------------------------------- run
+
+
+def run_experiment(config: ExperimentConfig, out_dir: str | Path | None = None, resume: bool = False, progress: bool = True) -> RunResult:
+    run_dir = Path(out_dir or config.output)
+    config = config.model_copy(update={"output": str(run_dir)})
+    _claim_run_dir(run_dir, config, resume)
+    _setup_logging(run_dir)
+    log.info("run %s → %s", config.name, run_dir)
+    inputs = load_inputs(config)
+    predictions, explanations, seconds = [], [], {}
+    for w, segments in enumerate(windows(config)):
+        dataset = build_window_dataset(inputs, config, segments)
+        for entry in config.models:
+            for seed in config.seeds:
+                job = _job_dir(run_dir, entry.name, seed, w if config.rolling.enabled else None)
+                preds, expl, secs = _run_or_reuse(inputs, dataset, config, entry, seed, job, resume, progress)
+                predictions.append(preds.assign(window=w))
+                if expl is not None:
+                    explanations.append(expl.assign(model=entry.name, seed=seed))
+                seconds.setdefault(entry.name, []).append(secs)
+    predictions = pd.concat(predictions, ignore_index=True)
+    _write_parquet(run_dir / "predictions.parquet", predictions)
+    if explanations:
+        _write_parquet(run_dir / "explanations.parquet", pd.concat(explanations, ignore_index=True))
+    metrics = evaluate_run(predictions, inputs, config, run_dir, seconds)
+    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "data.json", {"notes": inputs.notes, "concepts": inputs.graph.report()})
+    table = metrics_table(metrics)
+    write_text(run_dir / "results.md", table + "\n")
+    _build_report(run_dir)
+    return RunResult(run_dir, metrics, table)
+
+
+def _claim_run_dir(run_dir: Path, config: ExperimentConfig, resume: bool) -> None:
+    saved = run_dir / "config.yaml"
+    text = dump_config(config)
+    if saved.exists() and saved.read_text(encoding="utf-8") != text:
+        raise UserError(
+            f"{run_dir} holds a run of a different config; use another --out (or delete it) to start a new run"
+        )
+    if saved.exists() and not resume:
+        log.info("%s exists with the same config: finished model runs are reused", run_dir)
+    write_text(saved, text)
+
+
+def _job_dir(run_dir: Path, model: str, seed: int, window: int | None) -> Path:
+    job = run_dir / "models" / model / f"seed{seed}"
+    return job / f"window{window}" if window is not None else job
+
+
+def _run_or_reuse(inputs: Inputs, dataset, config, entry, seed, job: Path, resume: bool, progress: bool):
+    done = job / "predictions.parquet"
+    if done.exists():
+        meta = json.loads((job / "job.json").read_text(encoding="utf-8"))
+        expl = job / "explanations.parquet"
+        return pd.read_parquet(done), (pd.read_parquet(expl) if expl.exists() else None), meta["train_seconds"]
+    log.info("train %s seed %d in %s", entry.name, seed, job)
+    entry = entry.model_copy(update={"trainer": {"show_progress": progress, **entry.trainer}}) if _is_neural(entry.name) else entry
+    out = run_one(inputs, dataset, config, entry, seed, job, resume=True)
+    if out["explanations"] is not None:
+        _write_parquet(job / "explanations.parquet", out["explanations"])
+    _write_parquet(done, out["predictions"])
+    write_json(job / "job.json", {"train_seconds": out["train_seconds"]})
+    return out["predictions"], out["explanations"], out["train_seconds"]
+
+
+def _is_neural(name: str) -> bool:
+    from conceptalpha.models.registry import get_model_spec
+
+    return get_model_spec(name).kind == "neural"
+
+
+def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
+
+
+def _setup_logging(run_dir: Path) -> None:
+    log.setLevel(logging.INFO)
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+    file_handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(file_handler)
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(stream)

@@ -1,0 +1,216 @@
+"""Run an experiment: data → dataset → concepts → models × seeds → evaluation → report.
+
+Run directory layout::
+
+    RUN_DIR/config.yaml            resolved config
+    RUN_DIR/run.log                log
+    RUN_DIR/data.json              data summary, concept coverage, notes
+    RUN_DIR/models/NAME/seedK/     checkpoint.pt, best.pt, history.json, predictions.parquet
+    RUN_DIR/predictions.parquet    datetime, instrument, model, seed, segment, score, label
+    RUN_DIR/explanations.parquet   HIST's additive parts on the test segment
+    RUN_DIR/backtest_NAME_seedK.parquet
+    RUN_DIR/metrics.json
+    RUN_DIR/report.html, figures/
+
+A model × seed whose ``predictions.parquet`` exists is not trained again, and a
+neural model whose training was killed resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from conceptalpha.concepts.graph import ConceptGraph, build_concept_graph
+from conceptalpha.concepts.sources import read_source
+from conceptalpha.data.panel import Market
+from conceptalpha.errors import UserError
+from conceptalpha.experiments.config import ExperimentConfig, dump_config
+from conceptalpha.features.dataset import DatasetConfig, build_dataset
+
+log = logging.getLogger("conceptalpha")
+
+SNAPSHOT_NOTE = (
+    "Concept tables are single snapshots applied to every past day: a look-ahead "
+    "(survivorship) bias shared with the HIST paper's own concept matrix."
+)
+
+
+@dataclass
+class Inputs:
+    """The market and its concept graph, loaded once per run."""
+
+    market: Market
+    graph: ConceptGraph
+    oracle: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def membership(self, day) -> Any:
+        """The day's stock→concept matrix [N, C] (scipy sparse), rows in the day's order."""
+        return self.graph.membership(day.date, day.instruments)
+
+
+# ---------------------------------------------------------------- data
+
+
+def load_inputs(config: ExperimentConfig) -> Inputs:
+    """Load the market (synthetic or from files), apply a derived universe, build the concept graph."""
+    market, tables, oracle, notes = _market_and_concept_tables(config)
+    market = _apply_derived_universe(config, market, notes)
+    has_bars = np.isfinite(market.panel.field("close"))
+    graph = build_concept_graph(tables, market.universe, has_bars=has_bars, min_members=config.concepts.min_members)
+    return Inputs(market, graph, oracle, notes)
+
+
+def _market_and_concept_tables(config: ExperimentConfig) -> tuple[Market, list[pd.DataFrame], np.ndarray | None, list[str]]:
+    if config.is_synthetic:
+        from conceptalpha.concepts.sources import from_frame
+        from conceptalpha.data.synthetic import SynthConfig, generate
+
+        syn = config.data.synthetic
+        synth = generate(SynthConfig(seed=syn.seed, n_stocks=syn.n_stocks, n_years=syn.n_years, **syn.extra))
+        tables = [from_frame(synth.concepts, source="synthetic")]
+        notes = ["Synthetic market: the oracle IC is the ceiling any model can reach on it."]
+        return synth.market, tables, synth.oracle(config.features.label), notes
+    from conceptalpha.data.loader import load_market
+
+    market = load_market(
+        config.data.provider,
+        universe=config.data.universe,
+        start=config.data.start,
+        end=config.data.end,
+        shares=config.data.shares,
+        vwap_proxy=config.data.vwap_proxy,
+    )
+    tables = [read_source(src.kind, src.path) for src in config.concepts.sources]
+    notes = [SNAPSHOT_NOTE] if tables else ["No concept source configured: HIST runs without predefined concepts."]
+    return market, tables, None, notes
+
+
+def _apply_derived_universe(config: ExperimentConfig, market: Market, notes: list[str]) -> Market:
+    spec = config.data.derived_universe
+    if spec is None:
+        return market
+    from conceptalpha.data.derived import largest_members
+    from conceptalpha.data.market_cap import market_cap
+
+    caps = market_cap(market.panel, market.shares).values
+    market.universe = largest_members(market, caps, n=spec.n, months=tuple(spec.months), name=spec.name)
+    notes.append(
+        f"Universe {spec.name}: the {spec.n} largest {config.data.universe} members by market cap, "
+        f"re-selected at the end of months {spec.months} using only data known then."
+    )
+    return market
+
+
+def build_window_dataset(inputs: Inputs, config: ExperimentConfig, segments: dict[str, tuple[str, str]], feature_set: str | None = None):
+    """The daily dataset of one set of segments (processors fit on its train window only)."""
+    ds_cfg = DatasetConfig(
+        feature_set=feature_set or config.features.feature_set,
+        label=config.features.label,
+        label_norm=config.features.label_norm,
+        segments=segments,
+    )
+    return build_dataset(inputs.market, ds_cfg, cache_dir=cache_dir(config))
+
+
+def cache_dir(config: ExperimentConfig) -> Path:
+    return Path(config.cache_dir) if config.cache_dir else Path(config.output) / ".cache"
+
+
+# ---------------------------------------------------------------- models
+
+
+def trainer_config(config: ExperimentConfig, entry, seed: int, spec) -> Any:
+    from conceptalpha.training.trainer import TrainerConfig
+
+    fields = {**spec.trainer_defaults, **config.trainer, **entry.trainer, "seed": seed}
+    try:
+        return TrainerConfig(**fields)
+    except Exception as err:  # pydantic ValidationError → one line naming the field
+        raise UserError(f"trainer settings for {entry.name}: {err.errors()[0]['loc'][0]}: {err.errors()[0]['msg']}") from None
+
+
+def run_one(inputs: Inputs, dataset, config: ExperimentConfig, entry, seed: int, job_dir: Path, resume: bool) -> dict:
+    """Train one model with one seed; returns predictions (valid+test), explanations, timing."""
+    from conceptalpha.models.registry import build_model, get_model_spec
+
+    spec = get_model_spec(entry.name)
+    if entry.features and entry.features != config.features.feature_set:
+        dataset = build_window_dataset(inputs, config, dataset.segments, entry.features)
+    started = time.perf_counter()
+    explanations = None
+    if spec.kind == "gbdt":
+        from conceptalpha.models.gbdt import fit_predict_gbdt
+
+        preds = fit_predict_gbdt(dataset, params={**spec.defaults, **entry.params}, seed=seed, out_dir=job_dir)
+    else:
+        from conceptalpha.training.trainer import fit, predict
+
+        model = build_model(entry.name, d_feat=dataset.d_feat, seq_len=dataset.seq_len, **entry.params)
+        tcfg = trainer_config(config, entry, seed, spec)
+        membership = inputs.membership if spec.uses_concepts else None
+        fit(model, dataset, membership, tcfg, job_dir, resume=resume)
+        preds = pd.concat(
+            [predict(model, dataset, seg, membership=membership).assign(segment=seg) for seg in ("valid", "test")],
+            ignore_index=True,
+        )
+        if hasattr(model, "explain"):
+            explanations = explain_segment(model, dataset, inputs, "test")
+    seconds = time.perf_counter() - started
+    preds = preds.assign(model=entry.name, seed=seed)
+    if "segment" not in preds:
+        raise RuntimeError("predictions lack a segment column")
+    return {"predictions": preds, "explanations": explanations, "train_seconds": seconds}
+
+
+def explain_segment(model, dataset, inputs: Inputs, segment: str) -> pd.DataFrame:
+    """HIST's additive split of every test prediction, plus each day's most attended concepts."""
+    import torch
+
+    frames = []
+    device = next(model.parameters()).device
+    model.eval()
+    with torch.no_grad():
+        for t in dataset.days(segment):
+            day = dataset.day(t)
+            ex = model.explain(
+                torch.from_numpy(day.x).to(device),
+                _to_torch_sparse(inputs.membership(day), device),
+                torch.from_numpy(day.market_cap).to(device),
+            )
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "datetime": day.date,
+                        "instrument": day.instruments,
+                        "part_predefined": ex.predefined.cpu().numpy(),
+                        "part_hidden": ex.hidden.cpu().numpy(),
+                        "part_individual": ex.individual.cpu().numpy(),
+                        "top_concept": _concept_names(inputs.graph, ex.top_concepts),
+                    }
+                )
+            )
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _concept_names(graph: ConceptGraph, top_concepts) -> list[str | None]:
+    names = graph.concepts["name"].to_numpy()
+    idx = top_concepts[:, 0].cpu().numpy() if top_concepts.numel() else np.full(len(top_concepts), -1)
+    return [names[i] if i >= 0 else None for i in idx]
+
+
+def _to_torch_sparse(matrix, device):
+    import torch
+
+    if matrix is None:
+        return None
+    coo = matrix.tocoo()
+    indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
+    return torch.sparse_coo_tensor(indices, torch.from_numpy(coo.data.astype(np.float32)), coo.shape).coalesce().to(device)
