@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from conceptalpha.concepts.keywords import KeywordSettings, company_keywords
 from conceptalpha.data.symbols import normalize_symbols
 from conceptalpha.errors import DataError, UserError
 
@@ -77,11 +78,11 @@ class ConceptSource:
         """True when no link carries a date: the table is one snapshot applied to every day."""
         return bool(self.links["start"].isna().all() and self.links["end"].isna().all())
 
-    @classmethod
-    def from_frame(cls, frame: pd.DataFrame, name: str = "table") -> "ConceptSource":
-        """Wrap an in-memory long table (instrument, concept[, kind, start, end]) as a source."""
-        issues = SourceIssues(rows_read=len(frame))
-        return cls(name, _links_from_generic(frame, name, "<frame>", issues), issues)
+
+def from_frame(frame: pd.DataFrame, source: str = "table") -> ConceptSource:
+    """An in-memory long table (instrument, concept[, kind, start, end]) as a source named ``source``."""
+    issues = SourceIssues(rows_read=len(frame))
+    return ConceptSource(source, _links_from_generic(frame, source, f"<{source} table>", issues), issues)
 
 
 # --------------------------------------------------------------------------- reading files
@@ -254,7 +255,57 @@ TABLE_READERS: dict[str, Callable[[Path, str], ConceptSource]] = {
     "sina_industry": _vendor_reader("code", "industry", "industry"),
     "profile_industry": read_profile_industry,
 }
-"""Adapters for tables of links, by source kind. Text sources are in :mod:`conceptalpha.concepts.keywords`."""
+"""Adapters for tables of links, by source kind."""
+
+
+def _keyword_source(symbols: pd.Series, texts: pd.Series, source: str, path: Path,
+                    issues: SourceIssues, settings: KeywordSettings) -> ConceptSource:
+    """Keyword links from one text per row; several rows of one symbol are joined."""
+    joined = texts.groupby(symbols.to_numpy(), sort=True).agg(" ".join)
+    keywords = company_keywords(joined.index.to_numpy(), joined.to_numpy(), settings)
+    issues.drop("no text", int(texts.eq("").sum()))
+    raw = _snapshot(keywords["instrument"], keywords["keyword"], "keyword")
+    return ConceptSource(source, finalise_links(raw, source, path, issues), issues, str(path))
+
+
+def read_profile_keywords(path: Path, source: str, settings: KeywordSettings) -> ConceptSource:
+    """company_profile_2017.csv: keywords of ``co_business`` + ``co_intro`` ("-" = no text)."""
+    frame = read_table_file(path)
+    require_columns(frame, ("symbol", "market", "co_business", "co_intro"), path)
+    issues = SourceIssues(rows_read=len(frame))
+    parts = [_text_column(frame, c, path).replace(_PROFILE_UNKNOWN, "") for c in ("co_business", "co_intro")]
+    texts = (parts[0] + " " + parts[1]).str.strip()
+    symbols = frame["market"].astype(str).str.strip() + frame["symbol"].astype(str).str.strip()
+    return _keyword_source(symbols, texts, source, path, issues, settings)
+
+
+def read_text_keywords(path: Path, source: str, settings: KeywordSettings) -> ConceptSource:
+    """Generic (instrument, text) table → keyword concepts."""
+    frame = read_table_file(path)
+    require_columns(frame, ("instrument", "text"), path)
+    issues = SourceIssues(rows_read=len(frame))
+    texts = _text_column(frame, "text", path)
+    return _keyword_source(frame["instrument"].astype(str).str.strip(), texts, source, path, issues, settings)
+
+
+TEXT_READERS: dict[str, Callable[[Path, str, KeywordSettings], ConceptSource]] = {
+    "profile_keywords": read_profile_keywords,
+    "text": read_text_keywords,
+}
+"""Adapters that derive keyword concepts from company descriptions, by source kind."""
+
+SOURCE_KINDS = tuple(sorted({**TABLE_READERS, **TEXT_READERS}))
+
+
+def read_source(kind: str, path: str | Path, source: str | None = None,
+                keyword_settings: KeywordSettings | None = None) -> ConceptSource:
+    """Read one concept source of a given kind (see :data:`SOURCE_KINDS`); ``source`` defaults to the kind."""
+    source = source or kind
+    if kind in TABLE_READERS:
+        return TABLE_READERS[kind](Path(path), source)
+    if kind in TEXT_READERS:
+        return TEXT_READERS[kind](Path(path), source, keyword_settings or KeywordSettings())
+    raise UserError(f"unknown concept source kind {kind!r}; valid kinds: {', '.join(SOURCE_KINDS)}")
 
 
 def parse_source_spec(spec: str) -> tuple[str, Path]:

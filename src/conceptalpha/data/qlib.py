@@ -53,8 +53,9 @@ def write_qlib(
     - ``instruments/<universe_name>.txt``: the membership intervals of ``universe``
       (runs of True in its mask, one line per run).
     - ``instruments/all.txt``: every instrument with data, first to last day with
-      a value (plus the benchmark); when ``universe_name == "all"`` the universe
-      intervals (plus the benchmark) instead.
+      a value, plus the benchmark (as in Qlib's dumps, the benchmark is in
+      ``all.txt`` only); when ``universe_name == "all"`` the universe intervals
+      plus the benchmark instead.
     - ``features/<lower-case symbol>/<field>.day.bin`` for every panel field, with
       leading and trailing NaN trimmed (a field that is all NaN gets no file).
     - The benchmark close (a series indexed by date) as instrument ``benchmark_symbol``.
@@ -96,8 +97,10 @@ def _write_tree(
 
     (root / "instruments").mkdir()
     member_rows = _intervals(universe.mask, list(universe.instruments))
-    _write_instruments(root / "instruments" / f"{universe_name}.txt", member_rows + bench_rows, dates)
-    if universe_name != "all":
+    if universe_name == "all":
+        _write_instruments(root / "instruments" / "all.txt", member_rows + bench_rows, dates)
+    else:
+        _write_instruments(root / "instruments" / f"{universe_name}.txt", member_rows, dates)
         has_value = np.zeros(panel.shape, dtype=bool)
         for arr in fields.values():
             has_value |= np.isfinite(arr)
@@ -283,11 +286,11 @@ def load_qlib(
     window = full_calendar.window(start, end)
     calendar = full_calendar.subset(window)
     members_full = Universe.from_intervals(universe, full_calendar, intervals).subset(window)
-    members = members_full.instruments[members_full.mask.any(axis=0)]
-
     folders = feature_folders(root / "features")
     bench_symbol = None if benchmark is None else normalize_symbols([benchmark])[0][0]
-    with_bars = np.array([s for s in members if s in folders and s != bench_symbol], dtype=object)
+    in_window = members_full.mask.any(axis=0) & (members_full.instruments != bench_symbol)
+    members = members_full.instruments[in_window]
+    with_bars = np.array([s for s in members if s in folders], dtype=object)
     member_folders = [folders[s] for s in with_bars]
     present = _fields_present(member_folders)
     names = _field_names(fields, present, root / "features")
@@ -298,7 +301,7 @@ def load_qlib(
     }
     if "vwap" in names and "vwap" not in present:
         arrays["vwap"] = (
-            _typical_price(arrays, member_folders, len(full_calendar), window)
+            _typical_price_of(arrays, member_folders, len(full_calendar), window)
             if vwap_proxy
             else np.full((len(calendar), len(with_bars)), np.nan, dtype=np.float32)
         )
@@ -362,7 +365,11 @@ def _check_values(name: str, values: np.ndarray, paths: list[Path]) -> None:
             raise DataError(paths[i], f"{what} {values[i, t]} at calendar index {t}")
 
 
-def _typical_price(arrays: dict[str, np.ndarray], folders: list[Path], n_days: int, window: slice) -> np.ndarray:
-    """Typical price (high + low + close) / 3 as a stand-in for the missing vwap."""
+def typical_price(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarray:
+    """(high + low + close) / 3, float32: the documented stand-in for a missing vwap (a proxy, not a traded average)."""
+    return ((high + low + close) / np.float32(3)).astype(np.float32)
+
+
+def _typical_price_of(arrays: dict[str, np.ndarray], folders: list[Path], n_days: int, window: slice) -> np.ndarray:
     parts = [arrays[k] if k in arrays else _read_field(k, folders, n_days)[window] for k in ("high", "low", "close")]
-    return ((parts[0] + parts[1] + parts[2]) / np.float32(3)).astype(np.float32)
+    return typical_price(*parts)

@@ -1,1 +1,32 @@
-"""Stage 6 — evaluation: factor metrics, A-share backtest, reports, exports."""
+"""Stage 6 — evaluation: factor metrics, A-share backtest, reports, exports.
+
+- :mod:`~conceptalpha.evaluation.metrics`: IC / RankIC / ICIR, precision@k,
+  quantile returns, turnover, rank autocorrelation (pure functions over a
+  (datetime, instrument, score, label) table).
+- :mod:`~conceptalpha.evaluation.backtest`: daily long-only top-k / TopkDropout
+  backtest with costs, limit moves and suspensions.
+- :mod:`~conceptalpha.evaluation.report`: the self-contained HTML report.
+- :mod:`~conceptalpha.evaluation.export`: Qlib ``pred.pkl`` and alphalens factor.
+"""
+
+from conceptalpha.evaluation.backtest import BacktestConfig, BacktestResult, backtest, lag_for_label, summarize_backtest
+from conceptalpha.evaluation.export import export_qlib_pred, to_alphalens_factor
+from conceptalpha.evaluation.metrics import daily_ic, factor_report, factor_summary, ic_summary
+from conceptalpha.evaluation.report import build_report, comparison_table, render_report
+
+__all__ = [
+    "BacktestConfig",
+    "BacktestResult",
+    "backtest",
+    "build_report",
+    "comparison_table",
+    "daily_ic",
+    "export_qlib_pred",
+    "factor_report",
+    "factor_summary",
+    "ic_summary",
+    "lag_for_label",
+    "render_report",
+    "summarize_backtest",
+    "to_alphalens_factor",
+]

@@ -69,10 +69,9 @@ def _pearson_by_day(frame: pd.DataFrame, x: str, y: str) -> pd.Series:
     dy = frame[y] - by_day[y].transform("mean")
     moments = pd.DataFrame({"xy": dx * dy, "xx": dx * dx, "yy": dy * dy, "datetime": frame["datetime"]})
     sums = moments.groupby("datetime", sort=True).sum()
-    denom = np.sqrt(sums["xx"] * sums["yy"])
-    # A constant column on a day has zero variance up to rounding: the correlation is undefined there.
-    scale = np.sqrt(by_day[x].count()) * by_day[x].std(ddof=0).abs() * np.sqrt(by_day[y].count()) * by_day[y].std(ddof=0).abs()
-    ic = sums["xy"] / denom.where(scale > 0)
+    # A constant column leaves rounding noise in its deviations, not exact zeros: test max > min instead.
+    varies = (by_day[x].max() > by_day[x].min()) & (by_day[y].max() > by_day[y].min())
+    ic = sums["xy"] / np.sqrt(sums["xx"] * sums["yy"]).where(varies)
     return ic.clip(-1.0, 1.0).rename(None)
 
 
@@ -113,7 +112,7 @@ def ic_summary(ic: pd.Series) -> dict[str, float]:
         "mean": mean,
         "std": std,
         "ir": ir,
-        "t_stat": ir * np.sqrt(n) if np.isfinite(ir) else float("nan"),
+        "t_stat": float(ir * np.sqrt(n)) if np.isfinite(ir) else float("nan"),
         "positive_share": float((values > 0).mean()) if n else float("nan"),
         "n_days": n,
     }
@@ -148,18 +147,21 @@ def _k_frame(columns: Mapping[int, pd.Series]) -> pd.DataFrame:
 
 
 def quantile_groups(pred: pd.DataFrame, n_groups: int = 5) -> pd.DataFrame:
-    """The prediction frame with a ``group`` column (1 = lowest scores … n_groups = highest; NaN on short days)."""
+    """The prediction frame with a ``group`` column (1 = lowest scores … n_groups = highest; NaN on short days).
+
+    Same bins as ``pandas.qcut(rank, n_groups)`` on the tie-broken ranks r = 1..n
+    (edges 1 + (n−1)·j/n_groups, right-closed), computed for all days at once:
+    group = max(⌈(r−1)·n_groups/(n−1)⌉, 1).
+    """
     frame = prediction_frame(pred)
-    rank = frame.groupby("datetime", sort=False)["score"].rank(method="first")
-    size = frame.groupby("datetime", sort=False)["score"].transform("size")
-    ok = size >= n_groups
-    groups = pd.Series(np.nan, index=frame.index)
-    if ok.any():
-        cut = rank[ok].groupby(frame.loc[ok, "datetime"], sort=False).transform(
-            lambda r: pd.qcut(r, n_groups, labels=False)
-        )
-        groups[ok] = cut + 1
-    return frame.assign(group=groups)
+    by_day = frame.groupby("datetime", sort=False)["score"]
+    rank = by_day.rank(method="first").to_numpy().astype(np.int64)
+    size = by_day.transform("size").to_numpy()
+    ok = size >= max(n_groups, 2)
+    numerator = (rank - 1) * n_groups
+    denominator = np.maximum(size - 1, 1)
+    group = np.maximum(-(-numerator // denominator), 1).astype("float64")
+    return frame.assign(group=np.where(ok, group, np.nan))
 
 
 def quantile_returns(pred: pd.DataFrame, n_groups: int = 5) -> pd.DataFrame:
@@ -178,9 +180,8 @@ def long_short_spread(quantile_ret: pd.DataFrame) -> pd.Series:
 def top_group_turnover(pred: pd.DataFrame, n_groups: int = 5) -> pd.Series:
     """Share of each day's top group that was not in the previous day's top group (first day NaN)."""
     grouped = quantile_groups(pred, n_groups)
-    top = grouped.assign(member=grouped["group"] == n_groups).pivot_table(
-        index="datetime", columns="instrument", values="member", aggfunc="max", fill_value=False
-    ).astype(bool)
+    top = grouped.assign(member=grouped["group"] == n_groups).pivot(index="datetime", columns="instrument", values="member")
+    top = top.eq(True)
     previous = top.shift(1, fill_value=False)
     new = (top & ~previous).sum(axis=1)
     size = top.sum(axis=1)
@@ -244,22 +245,20 @@ def summarize_series(series: Mapping[str, pd.Series | pd.DataFrame]) -> dict[str
     return out
 
 
-def _slice_by_year(series: Mapping[str, pd.Series | pd.DataFrame], year: int) -> dict[str, pd.Series | pd.DataFrame]:
-    return {name: s[s.index.year == year] for name, s in series.items()}
+def summarize_by_year(series: Mapping[str, pd.Series | pd.DataFrame]) -> dict[int, dict[str, float]]:
+    """:func:`summarize_series` of each calendar year of the daily series.
+
+    Turnover and rank autocorrelation at the first day of a year compare with the
+    last day of the previous year (the daily series are computed once, then sliced).
+    """
+    years = sorted(set(series["ic"].index.year))
+    return {int(y): summarize_series({name: s[s.index.year == y] for name, s in series.items()}) for y in years}
 
 
 def factor_summary(pred: pd.DataFrame, ks: Iterable[int] = TOP_KS, n_groups: int = 5) -> dict:
-    """All factor metrics over the whole window and by calendar year: ``{"all": {...}, "by_year": {year: {...}}}``.
-
-    Turnover and rank autocorrelation at the first day of a year compare with the
-    last day of the previous year (the daily series is computed once, then sliced).
-    """
+    """All factor metrics over the whole window and by calendar year: ``{"all": {...}, "by_year": {year: {...}}}``."""
     series = factor_report(pred, ks, n_groups)
-    years = sorted(set(series["ic"].index.year))
-    return {
-        "all": summarize_series(series),
-        "by_year": {int(y): summarize_series(_slice_by_year(series, y)) for y in years},
-    }
+    return {"all": summarize_series(series), "by_year": summarize_by_year(series)}
 
 
 def ic_by_year(ic: pd.Series) -> pd.DataFrame:

@@ -153,3 +153,129 @@ def _setup_logging(run_dir: Path) -> None:
     stream = logging.StreamHandler(sys.stderr)
     stream.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(stream)
+
+
+# ---------------------------------------------------------------- evaluation
+
+HEADLINE = ("IC", "ICIR", "RankIC", "RankICIR", "precision@30")
+BACKTEST_KEYS = ("cumulative_return", "annual_return", "information_ratio", "max_drawdown")
+
+
+def evaluate_run(predictions: pd.DataFrame, inputs: Inputs, config: ExperimentConfig, run_dir: Path, seconds: dict) -> dict:
+    """metrics.json: per model, test/valid factor metrics (mean ± std over seeds) and backtests."""
+    from conceptalpha.evaluation.metrics import factor_summary
+
+    out: dict[str, Any] = {
+        "name": config.name,
+        "label": config.features.label,
+        "universe": config.data.derived_universe.name if config.data.derived_universe else config.data.universe,
+        "segments": config.segments.model_dump(),
+        "rolling": config.rolling.enabled,
+        "notes": inputs.notes,
+        "models": {},
+    }
+    for name, by_model in predictions.groupby("model", sort=False):
+        per_seed: dict[str, dict] = {"test": {}, "valid": {}}
+        backtests: list[dict] = []
+        backtests_no_cost: list[dict] = []
+        for seed, frame in by_model.groupby("seed"):
+            for segment in ("test", "valid"):
+                seg = frame[frame["segment"] == segment]
+                if not seg.empty:
+                    per_seed[segment][int(seed)] = factor_summary(seg)
+            daily, with_cost, no_cost = _backtest(frame[frame["segment"] == "test"], inputs, config)
+            _write_parquet(run_dir / f"backtest_{name}_seed{int(seed)}.parquet", daily)
+            backtests.append(with_cost)
+            backtests_no_cost.append(no_cost)
+        out["models"][name] = {
+            "test": _mean_std(per_seed["test"]),
+            "valid": _mean_std(per_seed["valid"]),
+            "test_by_year": _by_year_mean(per_seed["test"]),
+            "backtest": _mean_dicts(backtests),
+            "backtest_no_cost": _mean_dicts(backtests_no_cost),
+            "train_seconds": float(np.mean(seconds.get(name, [np.nan]))),
+            "seeds": sorted(int(s) for s in by_model["seed"].unique()),
+        }
+    if inputs.oracle is not None:
+        out["oracle"] = {"test": _oracle_summary(predictions, inputs)}
+    return out
+
+
+def _backtest(test: pd.DataFrame, inputs: Inputs, config: ExperimentConfig) -> tuple[pd.DataFrame, dict, dict]:
+    from conceptalpha.evaluation.backtest import BacktestConfig, backtest, lag_for_label
+
+    settings = {"lag": lag_for_label(config.features.label), **config.backtest}
+    try:
+        bt_cfg = BacktestConfig(**settings)
+    except Exception as err:
+        raise UserError(f"backtest settings: {err}") from None
+    result = backtest(test[["datetime", "instrument", "score"]], inputs.market, bt_cfg)
+    return result.daily.reset_index(), result.summary(with_cost=True), result.summary(with_cost=False)
+
+
+def _oracle_summary(predictions: pd.DataFrame, inputs: Inputs) -> dict:
+    """The oracle's test metrics on exactly the rows the models were scored on."""
+    from conceptalpha.evaluation.metrics import factor_summary
+
+    first = predictions[(predictions["segment"] == "test")]
+    first = first[(first["model"] == first["model"].iloc[0]) & (first["seed"] == first["seed"].iloc[0])]
+    panel = inputs.market.panel
+    t = panel.calendar.dates.get_indexer(pd.to_datetime(first["datetime"]))
+    i = panel.instrument_positions(first["instrument"].to_numpy())
+    frame = first[["datetime", "instrument", "label"]].assign(score=inputs.oracle[t, i])
+    summary = factor_summary(frame)["all"]
+    return {k: summary[k] for k in ("IC", "ICIR", "RankIC", "RankICIR", "precision@30")}
+
+
+def _mean_std(by_seed: dict[int, dict]) -> dict[str, dict[str, float]]:
+    if not by_seed:
+        return {}
+    frame = pd.DataFrame({seed: s["all"] for seed, s in by_seed.items()}).T
+    return {k: {"mean": float(frame[k].mean()), "std": float(frame[k].std(ddof=1)) if len(frame) > 1 else 0.0} for k in frame.columns}
+
+
+def _by_year_mean(by_seed: dict[int, dict]) -> dict[str, dict[str, float]]:
+    years = sorted({y for s in by_seed.values() for y in s["by_year"]})
+    return {
+        str(y): {k: float(np.mean([s["by_year"][y][k] for s in by_seed.values() if y in s["by_year"]])) for k in ("IC", "RankIC")}
+        for y in years
+    }
+
+
+def _mean_dicts(dicts: list[dict]) -> dict[str, float]:
+    return {k: float(np.mean([d[k] for d in dicts])) for k in dicts[0]} if dicts else {}
+
+
+def metrics_table(metrics: dict) -> str:
+    """Markdown table: one row per model, mean ± std over seeds."""
+    rows = []
+    for name, m in metrics["models"].items():
+        test = m["test"]
+        row = {"model": name, "seeds": len(m["seeds"])}
+        for key in HEADLINE:
+            row[key] = f"{test[key]['mean']:.4f} ± {test[key]['std']:.4f}" if key in test else "n/a"
+        bt = m["backtest"]
+        row["annual return (cost)"] = f"{bt.get('annual_return', float('nan')):.2%}"
+        row["IR"] = f"{bt.get('information_ratio', float('nan')):.2f}"
+        row["max DD"] = f"{bt.get('max_drawdown', float('nan')):.2%}"
+        row["train s"] = f"{m['train_seconds']:.0f}"
+        rows.append(row)
+    if "oracle" in metrics:
+        o = metrics["oracle"]["test"]
+        rows.append({"model": "oracle (ceiling)", "seeds": "", **{k: f"{o[k]:.4f}" for k in HEADLINE}})
+    table = pd.DataFrame(rows).fillna("")
+    return f"Test window, label {metrics['label']}, universe {metrics['universe']}\n\n" + table.to_markdown(index=False)
+
+
+def _build_report(run_dir: Path) -> Path | None:
+    from conceptalpha.evaluation.report import build_report
+
+    return build_report(run_dir)
+
+
+def print_summary(result: RunResult) -> None:
+    print(result.table)
+    print(f"\nrun directory: {result.run_dir}")
+    report = result.run_dir / "report.html"
+    if report.exists():
+        print(f"report: {report.resolve()}")

@@ -1,0 +1,102 @@
+"""Is the synthetic market's signal learnable by pooling concept peers?
+
+Fits two linear predictors of the ``t+1->t+2`` label by least squares on the
+first half of the calendar and reports their mean daily IC (Pearson, index
+members, raw label) on the second half, next to the oracle's IC on the same days:
+
+- own: the stock's own mean return over the last w days (w = 1, 3, 5, 10, 20);
+- pooled: the same windows of the mean return of its published concept and
+  industry peers (concept means averaged over the stock's published concepts);
+- own + pooled: both sets of features.
+
+Returns are cross-sectionally demeaned among the day's members first.
+Prints JSON. Usage: ``python benchmarks/synth_pooling.py [--stocks N] [--years Y] [--seed S]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import pandas as pd
+
+from conceptalpha.data.synthetic import SynthConfig, daily_ic, forward_label, generate
+
+WINDOWS = (1, 3, 5, 10, 20)
+LABEL = "t+1->t+2"
+
+
+def demeaned_returns(close: np.ndarray, traded: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """[D, N] daily return minus the day's member mean; NaN where not a traded member both days."""
+    r = np.full(close.shape, np.nan)
+    r[1:] = np.where(traded[1:] & traded[:-1] & members[1:], close[1:] / close[:-1] - 1, np.nan)
+    return r - np.nanmean(r, axis=1, keepdims=True)
+
+
+def trailing_means(values: np.ndarray) -> list[np.ndarray]:
+    """NaN-aware mean of each column over the last w rows, for each window w."""
+    filled, present = np.nan_to_num(values), np.isfinite(values).astype(float)
+    sums, counts = np.cumsum(filled, axis=0), np.cumsum(present, axis=0)
+    out = []
+    for w in WINDOWS:
+        s, c = sums.copy(), counts.copy()
+        s[w:] -= sums[:-w]
+        c[w:] -= counts[:-w]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out.append(np.where(c > 0, s / c, 0.0))
+    return out
+
+
+def peer_returns(returns: np.ndarray, links: np.ndarray) -> np.ndarray:
+    """[D, N]: mean over the stock's concepts of each concept's mean member return that day."""
+    present = np.isfinite(returns).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        concept_mean = (np.nan_to_num(returns) @ links) / (present @ links)
+    concept_mean = np.nan_to_num(concept_mean)
+    return concept_mean @ links.T / np.maximum(links.sum(axis=1), 1)
+
+
+def fit_and_score(features: list[np.ndarray], target: np.ndarray, label: np.ndarray, mask: np.ndarray, split: int):
+    x = np.stack(features, axis=-1)  # [D, N, F]
+    train = mask[:split] & np.isfinite(target[:split])
+    design = np.concatenate([x[:split][train], np.ones((train.sum(), 1))], axis=1)
+    coef, *_ = np.linalg.lstsq(design, target[:split][train], rcond=None)
+    score = x @ coef[:-1]
+    return daily_ic(score[split:], label[split:], mask[split:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--stocks", type=int, default=300)
+    parser.add_argument("--years", type=float, default=6)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    sm = generate(SynthConfig(seed=args.seed, n_stocks=args.stocks, n_years=args.years))
+    generate_s = time.perf_counter() - started
+
+    panel, members = sm.market.panel, sm.market.universe.mask
+    close = panel.field("close").astype(float)
+    traded = panel.field("volume") > 0
+    label = forward_label(close, LABEL)
+    target = label - np.nanmean(np.where(members, label, np.nan), axis=1, keepdims=True)
+    returns = demeaned_returns(close, traded, members)
+    published = pd.crosstab(sm.concepts["instrument"], sm.concepts["concept"]).reindex(panel.instruments, fill_value=0)
+    own = trailing_means(returns)
+    pooled = trailing_means(peer_returns(returns, published.to_numpy(dtype=float)))
+    split = len(close) // 2
+    oracle = daily_ic(sm.oracle(LABEL)[split:].astype(float), label[split:], members[split:])
+    result = {"stocks": args.stocks, "years": args.years, "seed": args.seed, "label": LABEL, "generate_s": round(generate_s, 2)}
+    for name, feats in {"own": own, "pooled": pooled, "own_pooled": own + pooled}.items():
+        ic = fit_and_score(feats, target, label, members, split)
+        result[f"ic_{name}"] = round(float(np.nanmean(ic)), 4)
+    result["ic_oracle"] = round(float(np.nanmean(oracle)), 4)
+    for name in ("own", "pooled", "own_pooled"):
+        result[f"share_of_oracle_{name}"] = round(result[f"ic_{name}"] / result["ic_oracle"], 3)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

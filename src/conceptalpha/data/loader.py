@@ -1,0 +1,81 @@
+"""One entry point for market data: a Qlib provider directory or a long bar table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from conceptalpha.data.calendar import Calendar
+from conceptalpha.data.market_cap import merge_shares, read_shares
+from conceptalpha.data.panel import Market
+from conceptalpha.data.qlib import load_qlib, load_qlib_membership
+from conceptalpha.data.table import TABLE_SUFFIXES, load_table, read_intervals
+from conceptalpha.data.universe import Universe
+from conceptalpha.errors import UserError
+
+EVERY_INSTRUMENT = "all"
+
+
+def load_market(
+    provider: str | Path,
+    universe: str = "csi300",
+    start=None,
+    end=None,
+    shares: Sequence[str | Path] = (),
+    **kw,
+) -> Market:
+    """Read market data and attach share counts.
+
+    - ``provider`` a directory with ``calendars/`` → :func:`~conceptalpha.data.qlib.load_qlib`
+      (``universe`` names ``instruments/<universe>.txt``);
+    - ``provider`` a ``.csv``/``.parquet`` file → :func:`~conceptalpha.data.table.load_table`
+      (``universe`` is ``all``, a path to an intervals file, or the stem of an
+      intervals file ``<universe>.txt``/``.csv`` next to the table).
+    - ``shares``: share tables, merged with :func:`~conceptalpha.data.market_cap.merge_shares`
+      (the first table that knows a stock wins) into ``Market.shares``.
+    ``kw`` goes to the reader (``fields``, ``benchmark``, ``vwap_proxy``).
+    """
+    path = Path(provider)
+    if _is_qlib(path):
+        market = load_qlib(path, universe, start, end, **kw)
+    elif _is_table(path):
+        market = load_table(path, table_universe_file(path, universe), start, end, **kw)
+    else:
+        raise UserError(
+            f"{path}: not market data (expected a Qlib directory with calendars/day.txt, or a .csv/.parquet bar table)"
+        )
+    market.shares = merge_shares([read_shares(p) for p in shares])
+    return market
+
+
+def load_membership(provider: str | Path, universe: str, calendar: Calendar) -> Universe | None:
+    """Full point-in-time membership on ``calendar``, members without bars included (None: every instrument)."""
+    path = Path(provider)
+    if _is_qlib(path):
+        return load_qlib_membership(path, universe, calendar)
+    intervals_file = table_universe_file(path, universe)
+    if intervals_file is None:
+        return None
+    return Universe.from_intervals(intervals_file.stem, calendar, read_intervals(intervals_file))
+
+
+def table_universe_file(table: Path, universe: str) -> Path | None:
+    """The intervals file a bar table's ``universe`` names (None for ``all``)."""
+    if universe == EVERY_INSTRUMENT:
+        return None
+    candidates = [Path(universe), table.parent / f"{universe}.txt", table.parent / f"{universe}.csv"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise UserError(
+        f"universe {universe!r}: no intervals file {universe!r}, {candidates[1]} or {candidates[2]} "
+        f"(use universe '{EVERY_INSTRUMENT}' for every instrument of the table)"
+    )
+
+
+def _is_qlib(path: Path) -> bool:
+    return path.is_dir() and (path / "calendars").is_dir()
+
+
+def _is_table(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in TABLE_SUFFIXES
