@@ -7,6 +7,9 @@ members, raw label) on the second half, next to the oracle's IC on the same days
 - own: the stock's own mean return over the last w days (w = 1, 3, 5, 10, 20);
 - pooled: the same windows of the mean return of its published concept and
   industry peers (concept means averaged over the stock's published concepts);
+- pooled (regression): the same windows of the stock's fitted value in a daily
+  ridge regression of member returns on the published membership (concept
+  returns estimated jointly, which removes the overlap between concepts);
 - own + pooled: both sets of features.
 
 Returns are cross-sectionally demeaned among the day's members first.
@@ -32,7 +35,8 @@ def demeaned_returns(close: np.ndarray, traded: np.ndarray, members: np.ndarray)
     """[D, N] daily return minus the day's member mean; NaN where not a traded member both days."""
     r = np.full(close.shape, np.nan)
     r[1:] = np.where(traded[1:] & traded[:-1] & members[1:], close[1:] / close[:-1] - 1, np.nan)
-    return r - np.nanmean(r, axis=1, keepdims=True)
+    count = np.isfinite(r).sum(axis=1, keepdims=True)
+    return r - np.nansum(r, axis=1, keepdims=True) / np.maximum(count, 1)
 
 
 def trailing_means(values: np.ndarray) -> list[np.ndarray]:
@@ -58,6 +62,19 @@ def peer_returns(returns: np.ndarray, links: np.ndarray) -> np.ndarray:
     return concept_mean @ links.T / np.maximum(links.sum(axis=1), 1)
 
 
+def projected_returns(returns: np.ndarray, links: np.ndarray, ridge: float = 1.0) -> np.ndarray:
+    """[D, N]: each day, links @ f̂ with f̂ = argmin ||r − links f||² + ridge ||f||² over the day's members."""
+    out = np.zeros_like(returns)
+    for t in range(len(returns)):  # one small solve per day over the whole cross-section
+        ok = np.isfinite(returns[t])
+        if ok.sum() < 2:
+            continue
+        x = links[ok]
+        f = np.linalg.solve(x.T @ x + ridge * np.eye(x.shape[1]), x.T @ returns[t, ok])
+        out[t] = links @ f
+    return out
+
+
 def fit_and_score(features: list[np.ndarray], target: np.ndarray, label: np.ndarray, mask: np.ndarray, split: int):
     x = np.stack(features, axis=-1)  # [D, N, F]
     train = mask[:split] & np.isfinite(target[:split])
@@ -81,19 +98,23 @@ def main() -> None:
     close = panel.field("close").astype(float)
     traded = panel.field("volume") > 0
     label = forward_label(close, LABEL)
-    target = label - np.nanmean(np.where(members, label, np.nan), axis=1, keepdims=True)
+    member_label = np.where(members, label, np.nan)
+    target = label - np.nansum(member_label, axis=1, keepdims=True) / np.maximum(np.isfinite(member_label).sum(axis=1, keepdims=True), 1)
     returns = demeaned_returns(close, traded, members)
     published = pd.crosstab(sm.concepts["instrument"], sm.concepts["concept"]).reindex(panel.instruments, fill_value=0)
     own = trailing_means(returns)
-    pooled = trailing_means(peer_returns(returns, published.to_numpy(dtype=float)))
+    links = published.to_numpy(dtype=float)
+    pooled = trailing_means(peer_returns(returns, links))
+    regression = trailing_means(projected_returns(returns, links))
     split = len(close) // 2
     oracle = daily_ic(sm.oracle(LABEL)[split:].astype(float), label[split:], members[split:])
     result = {"stocks": args.stocks, "years": args.years, "seed": args.seed, "label": LABEL, "generate_s": round(generate_s, 2)}
-    for name, feats in {"own": own, "pooled": pooled, "own_pooled": own + pooled}.items():
+    predictors = {"own": own, "pooled": pooled, "pooled_regression": regression, "own_pooled": own + pooled}
+    for name, feats in predictors.items():
         ic = fit_and_score(feats, target, label, members, split)
         result[f"ic_{name}"] = round(float(np.nanmean(ic)), 4)
     result["ic_oracle"] = round(float(np.nanmean(oracle)), 4)
-    for name in ("own", "pooled", "own_pooled"):
+    for name in predictors:
         result[f"share_of_oracle_{name}"] = round(result[f"ic_{name}"] / result["ic_oracle"], 3)
     print(json.dumps(result))
 

@@ -60,8 +60,10 @@ def test_min_members_counts_only_universe_members_with_bars():
     assert build_concept_graph([table(rows)], universe(), min_members=2).concepts["name"].tolist() == ["big", "small"]
     has_bars = np.ones((len(CAL), len(STOCKS)), dtype=bool)
     has_bars[:, STOCKS.index("SH600002")] = False  # a member with no bars at all
-    kept = build_concept_graph([table(rows)], universe(), has_bars=has_bars, min_members=3).concepts
-    assert kept.empty
+    empty = build_concept_graph([table(rows)], universe(), has_bars=has_bars, min_members=3)
+    assert empty.concepts.empty
+    assert empty.membership(0, STOCKS).shape == (len(STOCKS), 0)
+    assert empty.report()["coverage"]["share_covered"] == 0.0
 
 
 def test_member_outside_its_link_interval_does_not_count():
@@ -136,6 +138,9 @@ def test_load_rejects_other_files(tmp_path):
     np.savez(other, a=np.arange(3))
     with pytest.raises(DataError, match="not a concept graph"):
         ConceptGraph.load(other)
+    np.savez(tmp_path / "partial.npz", format=np.array("conceptalpha-concept-graph/1"))
+    with pytest.raises(DataError, match="lacks arrays"):
+        ConceptGraph.load(tmp_path / "partial.npz")
     (tmp_path / "junk.npz").write_text("hello")
     with pytest.raises(DataError, match="not a concept graph"):
         ConceptGraph.load(tmp_path / "junk.npz")

@@ -34,6 +34,7 @@ import scipy.sparse as sp
 from conceptalpha.concepts.report import coverage_report
 from conceptalpha.concepts.sources import LINK_COLUMNS, ConceptSource, from_frame, unique_source_names
 from conceptalpha.data.calendar import Calendar
+from conceptalpha.data.symbols import normalize_symbol
 from conceptalpha.data.universe import Universe
 from conceptalpha.errors import DataError, UserError
 from conceptalpha.io import atomic_path
@@ -42,6 +43,11 @@ DEFAULT_MIN_MEMBERS = 5
 OPEN_START = np.iinfo(np.int64).min
 OPEN_END = np.iinfo(np.int64).max
 FORMAT = "conceptalpha-concept-graph/1"
+CONCEPT_KEY = ["source", "kind", "concept"]
+_SAVED_ARRAYS = (
+    "instruments", "concept_name", "concept_source", "concept_kind", "concept_size", "concept_mean_daily_size",
+    "link_instrument", "link_concept", "link_start", "link_end", "calendar", "universe_name", "min_members", "report",
+)
 CONCEPT_COLUMNS = ("id", "label", "name", "source", "kind", "size", "mean_daily_size")
 
 Day = int | str | pd.Timestamp | np.datetime64
@@ -106,8 +112,10 @@ class ConceptGraph:
         d = self.day_number(day)
         rows = self._row_of.get_indexer(pd.Index(np.asarray(instruments, dtype=object).astype(str)))
         known = rows >= 0
-        first = np.where(known, self._ptr[np.maximum(rows, 0)], 0)
-        counts = np.where(known, self._ptr[np.maximum(rows, 0) + 1] - first, 0)
+        first = np.zeros(len(rows), dtype=np.int64)
+        counts = np.zeros(len(rows), dtype=np.int64)
+        first[known] = self._ptr[rows[known]]
+        counts[known] = self._ptr[rows[known] + 1] - first[known]
         link = _expand_ranges(first, counts)
         row_of_link = np.repeat(np.arange(len(rows)), counts)
         valid = (self.link_start[link] <= d) & (d <= self.link_end[link])
@@ -131,8 +139,6 @@ class ConceptGraph:
 
     def instrument_concepts(self, symbol: str) -> pd.DataFrame:
         """One instrument's links: label, name, source, kind, size, start, end (NaT = open)."""
-        from conceptalpha.data.symbols import normalize_symbol
-
         canon = normalize_symbol(symbol)
         row = self._row_of.get_indexer([canon])[0]
         sl = slice(self._ptr[row], self._ptr[row + 1]) if row >= 0 else slice(0, 0)
@@ -193,6 +199,9 @@ class ConceptGraph:
             raise DataError(path, f"not a concept graph file ({err})") from None
         if str(arrays.get("format", "")) != FORMAT:
             raise DataError(path, f"not a concept graph file (expected format {FORMAT!r})")
+        missing = sorted(set(_SAVED_ARRAYS) - set(arrays))
+        if missing:
+            raise DataError(path, f"concept graph file lacks arrays {missing}")
         concepts = concept_table(arrays["concept_name"], arrays["concept_source"], arrays["concept_kind"],
                                  arrays["concept_size"], arrays["concept_mean_daily_size"])
         return cls(
@@ -249,16 +258,10 @@ def build_concept_graph(
     stats = {s.name: _read_stats(s, links) for s in sources}
     in_universe = links[links["active_days"] > 0]
 
-    keys = ["source", "kind", "concept"]
-    sizes = in_universe.groupby(keys, sort=False).agg(size=("instrument", "nunique"), days=("active_days", "sum"))
-    kept = sizes[sizes["size"] >= min_members]
-    source_rank = {s.name: i for i, s in enumerate(sources)}
-    kept = kept.reset_index()
-    kept = kept.assign(rank=kept["source"].map(source_rank)).sort_values(["rank", "kind", "concept"], ignore_index=True)
+    kept = _concepts_with_min_members(in_universe, [s.name for s in sources], min_members)
     concepts = concept_table(kept["concept"], kept["source"], kept["kind"], kept["size"],
                              kept["days"] / max(len(universe.calendar), 1))
-
-    concept_id = pd.MultiIndex.from_frame(kept[keys]).get_indexer(pd.MultiIndex.from_frame(in_universe[keys]))
+    concept_id = pd.MultiIndex.from_frame(kept[CONCEPT_KEY]).get_indexer(pd.MultiIndex.from_frame(in_universe[CONCEPT_KEY]))
     graph_links = in_universe[concept_id >= 0].assign(concept_id=concept_id[concept_id >= 0])
     for name, row in stats.items():
         row["concepts_kept"] = int((kept["source"] == name).sum())
@@ -278,6 +281,17 @@ def build_concept_graph(
     )
     graph.report_data = coverage_report(graph, universe, active, sources, stats)
     return graph
+
+
+def _concepts_with_min_members(links: pd.DataFrame, source_order: list[str], min_members: int) -> pd.DataFrame:
+    """Concepts (source, kind, concept, size, days) with ≥ ``min_members`` distinct instruments, in id order.
+
+    ``days`` sums the links' active member-days; ids follow the source order given, then kind, then name.
+    """
+    sizes = links.groupby(CONCEPT_KEY, sort=False).agg(size=("instrument", "nunique"), days=("active_days", "sum"))
+    kept = sizes[sizes["size"] >= min_members].reset_index()
+    rank = kept["source"].map({name: i for i, name in enumerate(source_order)})
+    return kept.assign(rank=rank).sort_values(["rank", "kind", "concept"], ignore_index=True)
 
 
 def _as_sources(sources: Sequence[ConceptSource | pd.DataFrame]) -> list[ConceptSource]:

@@ -99,23 +99,23 @@ class SynthConfig(BaseModel):
     spurious_link_share: float = Field(0.10, ge=0, lt=1, description="share of published concept links that are false")
 
     market_drift: float = Field(0.0003, description="μ_m, expected daily market return")
-    market_vol: float = Field(0.013, gt=0, description="unconditional daily market volatility")
+    market_vol: float = Field(0.015, gt=0, description="unconditional daily market volatility")
     beta_range: tuple[float, float] = Field((0.7, 1.3), description="market betas ~ U(range)")
-    factor_vol: float = Field(0.007, gt=0, description="σ_f, daily sd of factor shocks η")
-    factor_persistence: float = Field(0.93, ge=0, lt=1, description="ρ = φ + κ, persistence of expected factor returns")
-    factor_feedback: float = Field(0.12, ge=0, description="κ, weight of today's factor return in tomorrow's expectation")
+    factor_vol: float = Field(0.005, gt=0, description="σ_f, daily sd of factor shocks η")
+    factor_persistence: float = Field(0.8, ge=0, lt=1, description="ρ = φ + κ, persistence of expected factor returns")
+    factor_feedback: float = Field(0.26, ge=0, description="κ, weight of today's factor return in tomorrow's expectation")
     industry_loading_range: tuple[float, float] = Field((0.8, 1.2))
     concept_loading_range: tuple[float, float] = Field((0.3, 0.9))
-    hidden_loading_range: tuple[float, float] = Field((0.5, 1.0))
+    hidden_loading_range: tuple[float, float] = Field((0.3, 0.6))
     individual_persistence: float = Field(0.6, ge=0, lt=1, description="φ_a")
     individual_feedback: float = Field(-0.05, description="κ_a (< 0: short-term reversal of own shocks)")
-    idio_vol_range: tuple[float, float] = Field((0.014, 0.026), description="σ̄_i ~ U(range), daily")
-    noise_df: float = Field(5.0, gt=2, description="Student-t degrees of freedom of the noise")
-    noise_clip: float = Field(5.0, gt=1, description="noise clipped at ± this many unit sds")
-    garch_alpha: float = Field(0.07, ge=0)
-    garch_beta: float = Field(0.90, ge=0)
+    idio_vol_range: tuple[float, float] = Field((0.013, 0.023), description="σ̄_i ~ U(range), daily")
+    noise_df: float = Field(4.0, gt=2, description="Student-t degrees of freedom of the noise")
+    noise_clip: float = Field(6.0, gt=1, description="noise clipped at ± this many unit sds")
+    garch_alpha: float = Field(0.08, ge=0)
+    garch_beta: float = Field(0.91, ge=0)
 
-    volume_persistence: float = Field(0.7, ge=0, lt=1, description="φ_v of log volume")
+    volume_persistence: float = Field(0.8, ge=0, lt=1, description="φ_v of log volume")
     volume_return_link: float = Field(0.5, ge=0, description="c_v: log-volume response to |r|/σ̃")
     volume_noise: float = Field(0.25, ge=0, description="σ_v")
     turnover_median: float = Field(0.008, gt=0, description="median daily turnover (volume / shares)")
@@ -126,8 +126,8 @@ class SynthConfig(BaseModel):
     delisting_share: float = Field(0.05, ge=0, le=1, description="stocks delisting before the last day")
     index_seasoning_days: int = Field(60, ge=0, description="days after a late listing before joining the index")
     index_exit_share: float = Field(0.10, ge=0, le=1, description="stocks leaving the index for one interval")
-    suspension_rate: float = Field(0.002, ge=0, lt=1, description="daily probability that a suspension starts")
-    suspension_mean_days: float = Field(4.0, ge=1)
+    suspension_rate: float = Field(0.003, ge=0, lt=1, description="daily probability that a suspension starts")
+    suspension_mean_days: float = Field(10.0, ge=1)
     dividend_yield_max: float = Field(0.03, ge=0, lt=0.5, description="yearly cash dividend yield ~ U(0, max)")
 
     @model_validator(mode="after")
@@ -231,7 +231,9 @@ def draw_structure(config: SynthConfig) -> SynthStructure:
         hidden_group[:] = -1
     loadings = _loadings(rng, config, industry, concept_links, hidden_group)
     beta = rng.uniform(*config.beta_range, n)
-    idio_vol = rng.uniform(*config.idio_vol_range, n)
+    shares = np.round(config.shares_median * np.exp(rng.normal(0, 1.0, n)), -4)
+    first_price = config.price_median * np.exp(rng.normal(0, 0.7, n))
+    idio_vol = _size_linked_volatility(rng, config, shares * first_price)
     factor_var = config.factor_vol**2 * (1 + _expected_factor_variance_ratio(config))
     return_scale = np.sqrt(beta**2 * config.market_vol**2 + (loadings**2).sum(axis=1) * factor_var + idio_vol**2)
     listing, delisting = _listing_days(rng, config, d)
@@ -248,9 +250,9 @@ def draw_structure(config: SynthConfig) -> SynthStructure:
         beta=beta,
         idio_vol=idio_vol,
         return_scale=return_scale,
-        shares=np.round(config.shares_median * np.exp(rng.normal(0, 1.0, n)), -4),
+        shares=shares,
         turnover=config.turnover_median * np.exp(rng.normal(0, 0.5, n)),
-        first_price=config.price_median * np.exp(rng.normal(0, 0.7, n)),
+        first_price=first_price,
         listed=listed,
         traded=listed & ~_suspensions(rng, config, listed, listing),
         in_index=listed & _index_membership(rng, config, listing, delisting, d),
@@ -307,6 +309,15 @@ def _loadings(
     grouped = hidden_group >= 0
     hidden_part[rows[grouped], hidden_group[grouped]] = rng.uniform(*config.hidden_loading_range, int(grouped.sum()))
     return np.hstack([industry_part, concept_part, hidden_part])
+
+
+def _size_linked_volatility(rng: np.random.Generator, config: SynthConfig, first_cap: np.ndarray) -> np.ndarray:
+    """σ̄_i ~ U(idio_vol_range), handed out so that bigger companies tend to be calmer
+    (rank correlation with size about -0.7, as in real markets)."""
+    vols = np.sort(rng.uniform(*config.idio_vol_range, len(first_cap)))
+    log_cap = np.log(first_cap)
+    smallness = -(log_cap - log_cap.mean()) / log_cap.std() + rng.standard_normal(len(first_cap))
+    return vols[np.argsort(np.argsort(smallness))]
 
 
 def _publish(rng: np.random.Generator, config: SynthConfig, truth: np.ndarray) -> np.ndarray:
@@ -451,12 +462,14 @@ def simulate(config: SynthConfig, structure: SynthStructure, shocks: SynthShocks
     regime = market_sigma / config.market_vol  # common volatility regime λ_t, known after close t-1
     expected_factor = _expected_factor_returns(config, regime[:, None] * shocks.factor)  # μ [S, K]
     factor_return = expected_factor + config.factor_vol * regime[:, None] * shocks.factor
-    idio_sigma = regime[:, None] * _garch_volatility(config, structure.idio_vol, shocks.noise)
+    idio_sigma = np.minimum(regime[:, None] * _garch_volatility(config, structure.idio_vol, shocks.noise), _VOL_CAP * structure.idio_vol)
     idio = idio_sigma * shocks.noise
     individual = signal.lfilter([0.0, config.individual_feedback], [1.0, -config.individual_persistence], idio, axis=0)
     returns = (
         np.outer(market_return, structure.beta) + factor_return @ structure.loadings.T + individual + idio
     )[burn:]
+    if returns.min() <= -1:
+        raise UserError("synthetic market parameters produce a daily return of -100% or worse: lower the volatilities")
     oracles = _oracles(config, structure, expected_factor[burn:], individual[burn:])
     panel, benchmark = _bars(config, structure, shocks, returns, idio_sigma[burn:])
     universe = Universe(UNIVERSE_NAME, structure.calendar, structure.instruments, structure.in_index)
@@ -645,6 +658,7 @@ def market_statistics(sm: SyntheticMarket) -> dict:
         ic[label] = {"mean": float(np.nanmean(series)), "std": float(np.nanstd(series)), "days": int(np.isfinite(series).sum())}
     kurtosis = stats.kurtosis(daily, axis=0, nan_policy="omit")
     cross_section = np.where(members, daily, np.nan)
+    cross_section = cross_section[np.isfinite(cross_section).sum(axis=1) >= 2]
     log_volume = np.log(np.where(traded, volume, np.nan))
     published = sm.concepts[sm.concepts["kind"] == "concept"]
     truth = sm.true_concepts[sm.true_concepts["kind"] == "concept"]

@@ -167,7 +167,8 @@ def _topk_trades(w: np.ndarray, score: np.ndarray, day: int, rules: TradingRules
     excess = new.sum() - 1.0
     if excess > _TINY and increase.sum() > 0:
         new = new - increase * min(excess / increase.sum(), 1.0)
-    return _Trades(new, int(blocked_buy.sum()), int(blocked_sell.sum()))
+    # Count refused openings and closings; a blocked resize of a kept holding is not counted.
+    return _Trades(new, int((blocked_buy & (w <= _TINY)).sum()), int((blocked_sell & (target == 0)).sum()))
 
 
 def _dropout_trades(w: np.ndarray, cash: float, score: np.ndarray, day: int, rules: TradingRules, config: BacktestConfig) -> _Trades:
@@ -207,7 +208,9 @@ class BacktestResult:
 
     ``daily`` columns: trade_date, return_gross, return_net, cost (fraction of
     value), turnover (Σ|Δw|: bought + sold value / portfolio value), benchmark,
-    excess_gross, excess_net, n_holdings, cash, blocked_buys, blocked_sells, nav.
+    excess_gross, excess_net, n_holdings, cash, nav, blocked_buys (new positions
+    refused: limit-up or suspended), blocked_sells (exits refused: limit-down or
+    suspended).
     ``positions``: long table (trade_date, instrument, weight) of post-trade weights.
     """
 

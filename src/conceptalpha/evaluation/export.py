@@ -26,16 +26,32 @@ def _single_run(predictions: pd.DataFrame) -> pd.DataFrame:
 
 
 def qlib_pred_frame(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Qlib's prediction layout: index (datetime, instrument), one float column ``score``."""
+    """Qlib's prediction layout: index (datetime [ns], instrument [object]), one float column ``score``."""
     frame = _single_run(predictions)
-    return frame.set_index(["datetime", "instrument"])[["score"]].astype("float64")
+    index = pd.MultiIndex.from_arrays(
+        [pd.DatetimeIndex(frame["datetime"]).as_unit("ns"), pd.Index(frame["instrument"].to_numpy(dtype=object), dtype=object)],
+        names=["datetime", "instrument"],
+    )
+    return pd.DataFrame({"score": frame["score"].to_numpy(dtype="float64")}, index=index)
 
 
 def export_qlib_pred(predictions: pd.DataFrame, path: str | Path) -> Path:
-    """Write ``pred.pkl`` as Qlib's recorder stores it (a pickled DataFrame; our own output, written atomically)."""
+    """Write the Qlib-layout frame: ``.pkl`` → pickle (Qlib's ``pred.pkl``), ``.parquet`` → parquet.
+
+    A pickle only loads under the pandas major version that wrote it: a
+    ``pred.pkl`` written with pandas 3 does not unpickle under pandas 2 (which
+    Qlib 0.9 runs on). Across versions use ``pred.parquet``:
+    ``pd.read_parquet("pred.parquet")`` gives back the same indexed frame.
+    """
     path = Path(path)
+    if path.suffix not in (".pkl", ".parquet"):
+        raise UserError(f"{path}: a prediction export must end in .pkl or .parquet")
+    frame = qlib_pred_frame(predictions)
     with atomic_path(path) as tmp:
-        qlib_pred_frame(predictions).to_pickle(tmp)
+        if path.suffix == ".pkl":
+            frame.to_pickle(tmp)
+        else:
+            frame.to_parquet(tmp)
     return path
 
 

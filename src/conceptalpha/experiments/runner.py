@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from conceptalpha.concepts.graph import ConceptGraph, build_concept_graph
-from conceptalpha.concepts.sources import read_source
+from conceptalpha.concepts.sources import read_source, unique_source_names
 from conceptalpha.data.panel import Market
 from conceptalpha.errors import UserError
 from conceptalpha.experiments.config import ExperimentConfig, dump_config
@@ -88,7 +88,9 @@ def _market_and_concept_tables(config: ExperimentConfig) -> tuple[Market, list[p
         shares=config.data.shares,
         vwap_proxy=config.data.vwap_proxy,
     )
-    tables = [read_source(src.kind, src.path) for src in config.concepts.sources]
+    sources = config.concepts.sources
+    names = unique_source_names([src.kind for src in sources])
+    tables = [read_source(src.kind, src.path, source=name) for src, name in zip(sources, names)]
     notes = [SNAPSHOT_NOTE] if tables else ["No concept source configured: HIST runs without predefined concepts."]
     return market, tables, None, notes
 
@@ -201,7 +203,7 @@ def explain_segment(model, dataset, inputs: Inputs, segment: str) -> pd.DataFram
 
 
 def _concept_names(graph: ConceptGraph, top_concepts) -> list[str | None]:
-    names = graph.concepts["name"].to_numpy()
+    names = graph.concepts["label"].to_numpy()
     idx = top_concepts[:, 0].cpu().numpy() if top_concepts.numel() else np.full(len(top_concepts), -1)
     return [names[i] if i >= 0 else None for i in idx]
 

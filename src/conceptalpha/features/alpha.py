@@ -56,28 +56,28 @@ def feature_names(feature_set: str) -> list[str]:
 
 
 def alpha360_fields(panel: BarPanel) -> np.ndarray:
-    """[D, N, 6] float32: close, open, high, low, vwap, volume (NaN for a field the data lacks)."""
-    d, n = panel.shape
-    out = np.full((d, n, len(ALPHA360_FIELDS)), np.nan, dtype=np.float32)
-    for j, name in enumerate(ALPHA360_FIELDS):
+    """[6, D, N] float32: close, open, high, low, vwap, volume (NaN for a field the data lacks)."""
+    out = np.full((len(ALPHA360_FIELDS), *panel.shape), np.nan, dtype=np.float32)
+    for f, name in enumerate(ALPHA360_FIELDS):
         if panel.has(name):
-            out[:, :, j] = panel.fields[name]
+            out[f] = panel.fields[name]
     return out
 
 
 def alpha360_field(fields: np.ndarray, t: np.ndarray, i: np.ndarray, f: int) -> np.ndarray:
     """One field of Alpha360 for the rows (t[r], i[r]): [R] × [R] → [R, 60] float32, oldest lag first.
 
-    ``fields`` is :func:`alpha360_fields`' [D, N, 6] array. Position p (lag
-    k = 59 − p) is fields[t−k, i, f] / close[t, i] for a price field and
+    ``fields`` is :func:`alpha360_fields`' [6, D, N] array. Position p (lag
+    k = 59 − p) is fields[f, t−k, i] / close[t, i] for a price field and
     volume[t−k, i] / (volume[t, i] + 1e-12) for volume; NaN when t − k < 0.
     """
-    lags = np.arange(ALPHA360_LAGS - 1, -1, -1)
-    src_t = t[:, None] - lags[None, :]
-    valid = src_t >= 0
-    window = fields[np.where(valid, src_t, 0), i[:, None], f]
-    window[~valid] = np.nan
-    denom = fields[t, i, 5] + EPS if ALPHA360_FIELDS[f] == "volume" else fields[t, i, 0]
+    n = fields.shape[2]
+    now = (t * n + i).astype(np.int64)  # flat index of (t, i) in a [D, N] field
+    src = now[:, None] - (np.arange(ALPHA360_LAGS - 1, -1, -1) * n)[None, :]  # < 0 exactly when t − k < 0
+    window = fields[f].ravel().take(src, mode="clip")
+    if t.min(initial=ALPHA360_LAGS) < ALPHA360_LAGS - 1:
+        window[src < 0] = np.nan
+    denom = fields[5].ravel().take(now) + EPS if ALPHA360_FIELDS[f] == "volume" else fields[0].ravel().take(now)
     with np.errstate(divide="ignore", invalid="ignore"):
         return window / denom[:, None]
 

@@ -76,7 +76,7 @@ def rolling_rank(a: np.ndarray, w: int) -> np.ndarray:
 
 def rolling_corr(a: np.ndarray, b: np.ndarray, w: int) -> np.ndarray:
     """Pearson correlation over days where both are present; NaN where either input is near-constant."""
-    corr = _rolling(a, w).corr(pd.DataFrame(b, copy=False)).to_numpy()
+    corr = _rolling(a, w).corr(pd.DataFrame(b, copy=False)).to_numpy(copy=True)
     corr[_near_constant(a, w) | _near_constant(b, w)] = np.nan
     return corr
 
