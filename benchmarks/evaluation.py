@@ -10,7 +10,9 @@ point is the measurement, not the factor.
 - Backtest: top-30 equal weight and TopkDropout(50, 5), seconds per run.
 - With ``--compare-python`` (an interpreter with pyqlib), the same predictions
   go through Qlib's ``calc_ic`` and ``backtest_daily`` + ``TopkDropoutStrategy``
-  (close price, limit 9.5%, costs 0.05%/0.15%/min 5, capital 1e8, benchmark
+  (close price, limit 9.5% — given to Qlib in the data's units: the shared
+  data's ``change`` is in percent, which Qlib would otherwise read as a 0.095%
+  limit and refuse most trades —, costs 0.05%/0.15%/min 5, capital 1e8, benchmark
   SH000300) and the summaries are printed side by side. Qlib rounds orders to
   100-share lots and dates returns differently, so the backtests agree only
   approximately; the ICs should agree to rounding.
@@ -49,10 +51,12 @@ label = pd.read_parquet(label_path)
 ic, ric = calc_ic(pred["score"], label["score"])
 t = time.perf_counter()
 strategy = TopkDropoutStrategy(signal=pred, topk=50, n_drop=5)
-report, _ = backtest_daily(
-    start_time=str(pred.index.get_level_values(0).min().date()), end_time=str(pred.index.get_level_values(0).max().date()),
+days = pred.index.get_level_values(0).unique().sort_values()
+report, _ = backtest_daily(  # Qlib needs a calendar day after end_time
+    start_time=str(days[0].date()), end_time=str(days[-2].date()),
     strategy=strategy, account=1e8, benchmark="SH000300",
-    exchange_kwargs={"limit_threshold": 0.095, "deal_price": "close", "open_cost": 0.0005, "close_cost": 0.0015, "min_cost": 5},
+    # The shared data stores $change in percent: Qlib compares it to the threshold as is, so 9.5 here = 9.5%.
+    exchange_kwargs={"limit_threshold": float(sys.argv[5]), "deal_price": "close", "open_cost": 0.0005, "close_cost": 0.0015, "min_cost": 5},
 )
 seconds = time.perf_counter() - t
 excess_gross = risk_analysis(report["return"] - report["bench"], freq="day")["risk"]
@@ -83,6 +87,12 @@ def scipy_daily_ic(pred: pd.DataFrame) -> pd.DataFrame:
     for date, day in pred.dropna(subset=["score", "label"]).groupby("datetime"):
         rows[date] = (stats.pearsonr(day["score"], day["label"])[0], stats.spearmanr(day["score"], day["label"])[0])
     return pd.DataFrame.from_dict(rows, orient="index", columns=["ic", "rank_ic"])
+
+
+def qlib_threshold(market) -> float:
+    """9.5% in the units of the data's ``change`` field (this data stores percent; Qlib does not rescale it)."""
+    change = market.panel.field("change")
+    return 9.5 if np.nanmax(np.abs(change)) > 1.5 else 0.095
 
 
 def best_of(repeat: int, fn):
@@ -134,7 +144,7 @@ def main() -> None:
             export_qlib_pred(pred.drop(columns="score").rename(columns={"label": "score"}), Path(tmp) / "label.parquet")
             out = Path(tmp) / "qlib.json"
             qlib_run = subprocess.run(
-                [str(args.compare_python), "-c", QLIB_SCRIPT, str(args.provider), str(Path(tmp) / "pred.parquet"), str(Path(tmp) / "label.parquet"), str(out)],
+                [str(args.compare_python), "-c", QLIB_SCRIPT, str(args.provider), str(Path(tmp) / "pred.parquet"), str(Path(tmp) / "label.parquet"), str(out), str(qlib_threshold(market))],
                 capture_output=True, text=True, check=False,
             )
             if not out.exists():

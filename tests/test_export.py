@@ -49,3 +49,10 @@ def test_multiindex_input_and_bad_tables():
         qlib_pred_frame(pd.concat([predictions(), predictions()]))
     with pytest.raises(UserError, match="score"):
         to_alphalens_factor(predictions().drop(columns="score"))
+
+
+def test_parquet_export_round_trips_and_other_suffixes_are_refused(tmp_path):
+    path = export_qlib_pred(predictions(), tmp_path / "pred.parquet")
+    pd.testing.assert_frame_equal(pd.read_parquet(path), qlib_pred_frame(predictions()), check_index_type=False)
+    with pytest.raises(UserError, match=r"\.pkl or \.parquet"):
+        export_qlib_pred(predictions(), tmp_path / "pred.csv")

@@ -122,6 +122,20 @@ def test_bad_run_dir_names_what_is_missing(tmp_path):
         build_report(tmp_path)
 
 
+def test_concept_influence_from_the_top_concept_column(tmp_path):
+    run = tiny_run(days=80, n=12)
+    explanations = run["explanations"].assign(top_concept=np.where(np.arange(len(run["explanations"])) % 3 == 0, "白酒", "5G"))
+    from conceptalpha.evaluation.report import concept_weights_from_explanations
+
+    weights = concept_weights_from_explanations(explanations)
+    weights = weights[weights["seed"] == 0]
+    day = weights[weights["datetime"] == weights["datetime"].iloc[0]].set_index("concept")["weight"]
+    assert day.sum() == pytest.approx(1.0)
+    assert day["白酒"] == pytest.approx(4 / 12)  # rows 0, 3, 6, 9 of the first day
+    page = render_report(tmp_path, run["predictions"], {}, explanations, "t", []).read_text("utf-8")
+    assert 'id="HIST_concepts"' in page and "白酒" in page
+
+
 def test_render_report_without_backtests_or_explanations(tmp_path):
     predictions = tiny_run(days=80, n=12)["predictions"]
     path = render_report(tmp_path, predictions[predictions["model"] == "GRU"], {}, None, "t", ["a note"])

@@ -21,6 +21,15 @@ from conceptalpha.training.trainer import average_state_dicts, daily_ic
 T, F, C = 5, 3, 4
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tensors here are tiny: extra threads only add synchronisation cost on a busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class FakeDataset:
     """Days 0..29 train, 30..39 valid, 40..44 test; N varies by day; y = signal + noise."""
 

@@ -52,6 +52,7 @@ index for a while. The benchmark is the cap-weighted price index of the members.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -403,6 +404,7 @@ def _clipped_unit_t(rng: np.random.Generator, config: SynthConfig, shape: tuple[
     return clipped / _clipped_t_sd(config.noise_df, config.noise_clip)
 
 
+@functools.lru_cache(maxsize=16)
 def _clipped_t_sd(df: float, clip: float) -> float:
     """sd of clip(T/s, ±c) for T ~ t(df), s = sd(T): E[min(X², c²)] by quadrature."""
     scale = np.sqrt(df / (df - 2))

@@ -21,7 +21,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import yaml
 
@@ -165,19 +164,32 @@ class _Figure:
     png: bytes
 
 
+def _rendered(name: str, caption: str, fig) -> _Figure:
+    return _Figure(name, caption, plots.png_bytes(fig))
+
+
+def _slug(model: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", model)
+
+
 def _run_figures(run: RunEvaluation) -> list[_Figure]:
-    label = f"{run.model} (seed {run.seed})"
-    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", run.model)
+    """Backtest and factor figures of one (model, seed)."""
+    label, slug, series, daily = f"{run.model} (seed {run.seed})", _slug(run.model), run.series, run.backtest
+    has_backtest = daily is not None and len(daily) > 0
     figures = []
-    if run.backtest is not None and len(run.backtest):
-        figures.append(_Figure(f"{slug}_cumulative_return", f"{label}: cumulative return vs benchmark", plots.png_bytes(plots.cumulative_return_figure(run.backtest, f"{label}: cumulative return"))))
-        figures.append(_Figure(f"{slug}_drawdown", f"{label}: drawdown (with cost)", plots.png_bytes(plots.drawdown_figure(run.backtest, f"{label}: drawdown"))))
-    series = run.series
-    figures.append(_Figure(f"{slug}_daily_ic", f"{label}: daily IC and rolling mean", plots.png_bytes(plots.daily_ic_figure(series["ic"], series["rank_ic"], f"{label}: daily IC"))))
-    figures.append(_Figure(f"{slug}_ic_by_year", f"{label}: IC by year", plots.png_bytes(plots.ic_by_year_figure(pd.DataFrame.from_dict(run.by_year, orient="index"), f"{label}: IC by year"))))
-    figures.append(_Figure(f"{slug}_quantiles", f"{label}: quantile cumulative returns", plots.png_bytes(plots.quantile_figure(series["quantile"], series["long_short"], f"{label}: quantile returns"))))
-    if run.backtest is not None and len(run.backtest):
-        figures.append(_Figure(f"{slug}_turnover", f"{label}: turnover", plots.png_bytes(plots.turnover_figure(run.backtest, series["top_turnover"], f"{label}: turnover"))))
+    if has_backtest:
+        figures += [
+            _rendered(f"{slug}_cumulative_return", f"{label}: cumulative return vs benchmark", plots.cumulative_return_figure(daily, f"{label}: cumulative return")),
+            _rendered(f"{slug}_drawdown", f"{label}: drawdown (with cost)", plots.drawdown_figure(daily, f"{label}: drawdown")),
+        ]
+    by_year = pd.DataFrame.from_dict(run.by_year, orient="index")
+    figures += [
+        _rendered(f"{slug}_daily_ic", f"{label}: daily IC and rolling mean", plots.daily_ic_figure(series["ic"], series["rank_ic"], f"{label}: daily IC")),
+        _rendered(f"{slug}_ic_by_year", f"{label}: IC by year", plots.ic_by_year_figure(by_year, f"{label}: IC by year")),
+        _rendered(f"{slug}_quantiles", f"{label}: quantile cumulative returns", plots.quantile_figure(series["quantile"], series["long_short"], f"{label}: quantile returns")),
+    ]
+    if has_backtest:
+        figures.append(_rendered(f"{slug}_turnover", f"{label}: turnover", plots.turnover_figure(daily, series["top_turnover"], f"{label}: turnover")))
     return figures
 
 
@@ -185,6 +197,21 @@ def prediction_part_shares(explanations: pd.DataFrame) -> pd.DataFrame:
     """Per day, each part's share of Σ|part| over the day's stocks: frame [datetime × part] with rows summing to 1."""
     magnitude = explanations[list(PARTS)].abs().groupby(pd.to_datetime(explanations["datetime"])).sum()
     return magnitude.div(magnitude.sum(axis=1).where(lambda s: s > 0), axis=0).dropna()
+
+
+def concept_weights_from_explanations(explanations: pd.DataFrame) -> pd.DataFrame | None:
+    """From a ``top_concept`` column (each stock's most attended concept): per day, each concept's share of stocks.
+
+    Long frame (datetime, concept, weight [, model, seed]); None without that column.
+    """
+    if explanations is None or "top_concept" not in explanations.columns:
+        return None
+    keys = [c for c in ("model", "seed") if c in explanations.columns]
+    rows = explanations.dropna(subset=["top_concept"]).assign(datetime=lambda f: pd.to_datetime(f["datetime"]))
+    counts = rows.groupby([*keys, "datetime", "top_concept"]).size().rename("count").reset_index()
+    per_day = explanations.assign(datetime=lambda f: pd.to_datetime(f["datetime"])).groupby([*keys, "datetime"]).size().rename("n")
+    counts = counts.join(per_day, on=[*keys, "datetime"])
+    return counts.assign(weight=counts["count"] / counts["n"]).rename(columns={"top_concept": "concept"})[[*keys, "datetime", "concept", "weight"]]
 
 
 def monthly_concept_weights(concept_weights: pd.DataFrame, top: int = TOP_CONCEPTS) -> pd.DataFrame:
@@ -197,11 +224,11 @@ def monthly_concept_weights(concept_weights: pd.DataFrame, top: int = TOP_CONCEP
 
 def _explanation_figures(model: str, explanations: pd.DataFrame | None, concept_weights: pd.DataFrame | None) -> tuple[list[_Figure], str]:
     """HIST figures (parts, concepts) of one model and an HTML legend of concept names."""
-    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", model)
+    slug = _slug(model)
     figures, legend = [], ""
     if explanations is not None and len(explanations):
         shares = prediction_part_shares(explanations)
-        figures.append(_Figure(f"{slug}_prediction_parts", f"{model}: share of the prediction from predefined / hidden / individual parts", plots.png_bytes(plots.prediction_parts_figure(shares, f"{model}: where the prediction comes from"))))
+        figures.append(_rendered(f"{slug}_prediction_parts", f"{model}: share of the prediction from predefined / hidden / individual parts", plots.prediction_parts_figure(shares, f"{model}: where the prediction comes from")))
     if concept_weights is not None and len(concept_weights):
         table = monthly_concept_weights(concept_weights)
         codes = [f"C{i + 1}" for i in range(len(table))]
@@ -209,7 +236,7 @@ def _explanation_figures(model: str, explanations: pd.DataFrame | None, concept_
             f"<tr><td>{c}</td><td>{html.escape(str(name))}</td><td>{table.loc[name].mean():.4f}</td></tr>" for c, name in zip(codes, table.index)
         ) + "</table>"
         # Rows are labelled by code: concept names are often Chinese and the plotting font may lack the glyphs.
-        figures.append(_Figure(f"{slug}_concepts", f"{model}: most influential concepts by month (names in the table below)", plots.png_bytes(plots.concept_heatmap_figure(table.set_axis(codes), f"{model}: concept weight by month"))))
+        figures.append(_rendered(f"{slug}_concepts", f"{model}: most influential concepts by month (names in the table below)", plots.concept_heatmap_figure(table.set_axis(codes), f"{model}: concept weight by month")))
     return figures, legend
 
 
@@ -259,10 +286,10 @@ def _metrics_html(run: RunEvaluation) -> str:
 def _comparison_figures(evaluations: Mapping[str, Mapping[int, RunEvaluation]]) -> list[_Figure]:
     first = {model: runs[min(runs)] for model, runs in evaluations.items()}
     cumulative_ic = {m: r.series["ic"].fillna(0.0).cumsum() for m, r in first.items()}
-    figures = [_Figure("all_cumulative_ic", "Cumulative daily IC of every model (first seed)", plots.png_bytes(plots.comparison_figure(cumulative_ic, "cumulative IC", "Σ daily IC")))]
+    figures = [_rendered("all_cumulative_ic", "Cumulative daily IC of every model (first seed)", plots.comparison_figure(cumulative_ic, "cumulative IC", "Σ daily IC"))]
     excess = {m: (1.0 + r.backtest["excess_net"]).cumprod() - 1.0 for m, r in first.items() if r.backtest is not None and r.backtest["excess_net"].notna().all()}
     if excess:
-        figures.append(_Figure("all_cumulative_excess", "Cumulative excess return over the benchmark, with cost (first seed)", plots.png_bytes(plots.comparison_figure(excess, "cumulative excess return (with cost)", "excess return"))))
+        figures.append(_rendered("all_cumulative_excess", "Cumulative excess return over the benchmark, with cost (first seed)", plots.comparison_figure(excess, "cumulative excess return (with cost)", "excess return")))
     return figures
 
 
@@ -282,11 +309,15 @@ def render_report(
     (:class:`~conceptalpha.evaluation.backtest.BacktestResult.daily`).
     ``explanations``: HIST's additive parts (datetime, instrument,
     part_predefined, part_hidden, part_individual [, model, seed]);
-    ``concept_weights``: long (datetime, concept, weight [, model, seed]).
+    ``concept_weights``: long (datetime, concept, weight [, model, seed]); when
+    absent and ``explanations`` has a ``top_concept`` column, the weight is the
+    share of the day's stocks whose most attended concept it is.
     Returns the path of ``report.html``.
     """
     out_dir = Path(out_dir)
     evaluations = evaluate_all(predictions, backtests, segment)
+    if concept_weights is None:
+        concept_weights = concept_weights_from_explanations(explanations)
     metrics = {m: {s: r.metrics for s, r in runs.items()} for m, runs in evaluations.items()}
     write_text(out_dir / "comparison.md", comparison_table(metrics))
     write_json(

@@ -158,7 +158,6 @@ def _setup_logging(run_dir: Path) -> None:
 # ---------------------------------------------------------------- evaluation
 
 HEADLINE = ("IC", "ICIR", "RankIC", "RankICIR", "precision@30")
-BACKTEST_KEYS = ("cumulative_return", "annual_return", "information_ratio", "max_drawdown")
 
 
 def evaluate_run(predictions: pd.DataFrame, inputs: Inputs, config: ExperimentConfig, run_dir: Path, seconds: dict) -> dict:
@@ -210,7 +209,12 @@ def _backtest(test: pd.DataFrame, inputs: Inputs, config: ExperimentConfig) -> t
     except Exception as err:
         raise UserError(f"backtest settings: {err}") from None
     result = backtest(test[["datetime", "instrument", "score"]], inputs.market, bt_cfg)
-    return result.daily.reset_index(), result.summary(with_cost=True), result.summary(with_cost=False)
+    return result.daily.reset_index(), _with_annual(result.summary(with_cost=True)), _with_annual(result.summary(with_cost=False))
+
+
+def _with_annual(summary: dict) -> dict:
+    """metrics.json names the compounded annualised return ``annual_return``."""
+    return {"annual_return": summary["annualized_return"], **summary}
 
 
 def _oracle_summary(predictions: pd.DataFrame, inputs: Inputs) -> dict:
@@ -256,6 +260,7 @@ def metrics_table(metrics: dict) -> str:
             row[key] = f"{test[key]['mean']:.4f} ± {test[key]['std']:.4f}" if key in test else "n/a"
         bt = m["backtest"]
         row["annual return (cost)"] = f"{bt.get('annual_return', float('nan')):.2%}"
+        row["excess annual"] = f"{bt.get('excess_annualized_return', float('nan')):.2%}"
         row["IR"] = f"{bt.get('information_ratio', float('nan')):.2f}"
         row["max DD"] = f"{bt.get('max_drawdown', float('nan')):.2%}"
         row["train s"] = f"{m['train_seconds']:.0f}"

@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from conceptalpha.data.panel import BarPanel, Market
 from conceptalpha.errors import UserError
@@ -136,8 +137,8 @@ class _Bars:
 
     def idx(self, which: str, w: int) -> np.ndarray:
         if which == "max":
-            return self.shared(f"imax:{w}", lambda: ops.rolling_idxmax(self.high, w, self.first))
-        return self.shared(f"imin:{w}", lambda: ops.rolling_idxmin(self.low, w, self.first))
+            return self.shared("imax:", lambda: ops.rolling_idxmax(self.high, WINDOWS, self.first))[w]
+        return self.shared("imin:", lambda: ops.rolling_idxmin(self.low, WINDOWS, self.first))[w]
 
     def minmax(self, w: int) -> tuple[np.ndarray, np.ndarray]:
         return self.shared(f"minmax:{w}", lambda: (ops.rolling_max(self.high, w), ops.rolling_min(self.low, w)))
@@ -288,6 +289,31 @@ def member_rows(market: Market, days: slice) -> tuple[np.ndarray, np.ndarray]:
     return t, i
 
 
+def feature_rows(panel: BarPanel, feature_set: str, t: np.ndarray, i: np.ndarray, progress: bool = False) -> np.ndarray:
+    """Unprocessed features of the rows (t[r], i[r]): [R, F] float32, Qlib's column order.
+
+    The array is column-major (each feature contiguous), pandas' own layout.
+    """
+    names = feature_names(feature_set)
+    columns = np.empty((len(names), len(t)), dtype=np.float32)
+    bar = tqdm(total=len(names), desc=feature_set, disable=None if progress else True, leave=False)
+    if feature_set == "alpha360":
+        fields = alpha360_fields(panel)
+        for lo in range(0, len(t), _ROW_CHUNK):
+            rows = slice(lo, lo + _ROW_CHUNK)
+            for f in range(len(ALPHA360_FIELDS)):
+                block = alpha360_field(fields, t[rows], i[rows], f)
+                columns[f * ALPHA360_LAGS : (f + 1) * ALPHA360_LAGS, rows] = block.T
+        bar.update(len(names))
+    else:
+        flat = t * panel.shape[1] + i
+        for j, (_, column) in enumerate(alpha158_columns(panel)):
+            columns[j] = column.ravel().take(flat)
+            bar.update()
+    bar.close()
+    return columns.T
+
+
 def build_feature_table(
     market: Market, feature_set: str, start: str | pd.Timestamp | None = None, end: str | pd.Timestamp | None = None
 ) -> pd.DataFrame:
@@ -297,20 +323,9 @@ def build_feature_table(
     [start, end]; days before ``start`` only serve as history.
     """
     check_feature_set(feature_set)
-    days = market.calendar.window(start, end)
-    t, i = member_rows(market, days)
-    names = feature_names(feature_set)
-    values = np.empty((len(t), len(names)), dtype=np.float32)
-    if feature_set == "alpha360":
-        fields = alpha360_fields(market.panel)
-        for lo in range(0, len(t), _ROW_CHUNK):
-            rows = slice(lo, lo + _ROW_CHUNK)
-            for f in range(len(ALPHA360_FIELDS)):
-                values[rows, f * ALPHA360_LAGS : (f + 1) * ALPHA360_LAGS] = alpha360_field(fields, t[rows], i[rows], f)
-    else:
-        for j, (_, column) in enumerate(alpha158_columns(market.panel)):
-            values[:, j] = column[t, i]
+    t, i = member_rows(market, market.calendar.window(start, end))
     index = pd.MultiIndex.from_arrays(
         [market.calendar.dates[t], market.panel.instruments[i].astype(str)], names=["datetime", "instrument"]
     )
-    return pd.DataFrame(values, index=index, columns=names, copy=False)
+    values = feature_rows(market.panel, feature_set, t, i)
+    return pd.DataFrame(values, index=index, columns=feature_names(feature_set), copy=False)

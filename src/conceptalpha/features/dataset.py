@@ -234,7 +234,7 @@ def _build_arrays(market: Market, config: DatasetConfig, spec: LabelSpec, segmen
     if fields is not None:
         normalizer = _fit_alpha360(fields, t[is_train], i[is_train], config.feature_clip)
     else:
-        x = _alpha158_rows(market, t, i)
+        x = alpha.feature_rows(market.panel, "alpha158", t, i, progress=True)
         normalizer = RobustZScore.fit(x[is_train], config.feature_clip)
         arrays["x"] = normalizer.transform(x)
     arrays["median"], arrays["scale"] = normalizer.median, normalizer.scale
@@ -248,15 +248,6 @@ def _fit_alpha360(fields: np.ndarray, t: np.ndarray, i: np.ndarray, clip: float)
         for f in tqdm(range(len(alpha.ALPHA360_FIELDS)), desc="fit alpha360", disable=None, leave=False)
     ]
     return RobustZScore(np.stack([p.median for p in per_field]), np.stack([p.scale for p in per_field]), clip)
-
-
-def _alpha158_rows(market: Market, t: np.ndarray, i: np.ndarray) -> np.ndarray:
-    names = alpha.feature_names("alpha158")
-    x = np.empty((len(t), len(names)), dtype=np.float32)
-    columns = alpha.alpha158_columns(market.panel)
-    for j, (_, column) in enumerate(tqdm(columns, total=len(names), desc="alpha158", disable=None, leave=False)):
-        x[:, j] = column[t, i]
-    return x
 
 
 def _cache_key(market: Market, config: DatasetConfig, segment_days: dict[str, slice], caps: np.ndarray) -> str:

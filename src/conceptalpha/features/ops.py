@@ -40,43 +40,67 @@ def shift(a: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def _rolling(a: np.ndarray, w: int):
-    return pd.DataFrame(a, copy=False).rolling(w, min_periods=1)
+class _Columns:
+    """All instruments as one long series: per column, w−1 NaN then its D values.
+
+    One pandas rolling call then covers every instrument (far fewer Python
+    calls than column by column). The NaN gap is a whole window long, so no
+    window mixes two instruments' values; a window over the gap holds only the
+    column's first days, like the start of Qlib's per-instrument series.
+    """
+
+    def __init__(self, a: np.ndarray, w: int):
+        self.d, self.n, self.w = a.shape[0], a.shape[1], w
+        padded = np.full((self.n, self.d + w - 1), np.nan)
+        padded[:, w - 1 :] = a.T
+        self.series = pd.Series(padded.ravel(), copy=False)
+
+    def rolling(self):
+        return self.series.rolling(self.w, min_periods=1)
+
+    def unpack(self, result: pd.Series) -> np.ndarray:
+        """Long series → [D, N] float64."""
+        return np.array(result.to_numpy().reshape(self.n, -1)[:, self.w - 1 :].T, order="C")
+
+
+def _rolling_apply(a: np.ndarray, w: int, method: str, *args, **kwargs) -> np.ndarray:
+    cols = _Columns(a, w)
+    return cols.unpack(getattr(cols.rolling(), method)(*args, **kwargs))
 
 
 def rolling_mean(a: np.ndarray, w: int) -> np.ndarray:
-    return _rolling(a, w).mean().to_numpy()
+    return _rolling_apply(a, w, "mean")
 
 
 def rolling_sum(a: np.ndarray, w: int) -> np.ndarray:
-    return _rolling(a, w).sum().to_numpy()
+    return _rolling_apply(a, w, "sum")
 
 
 def rolling_std(a: np.ndarray, w: int) -> np.ndarray:
     """Sample standard deviation (ddof = 1) of the window's values."""
-    return _rolling(a, w).std().to_numpy()
+    return _rolling_apply(a, w, "std")
 
 
 def rolling_max(a: np.ndarray, w: int) -> np.ndarray:
-    return _rolling(a, w).max().to_numpy()
+    return _rolling_apply(a, w, "max")
 
 
 def rolling_min(a: np.ndarray, w: int) -> np.ndarray:
-    return _rolling(a, w).min().to_numpy()
+    return _rolling_apply(a, w, "min")
 
 
 def rolling_quantile(a: np.ndarray, w: int, q: float) -> np.ndarray:
-    return _rolling(a, w).quantile(q).to_numpy()
+    return _rolling_apply(a, w, "quantile", q)
 
 
 def rolling_rank(a: np.ndarray, w: int) -> np.ndarray:
     """Percentile rank of today's value among the window's values: rank / count, ties averaged."""
-    return _rolling(a, w).rank(pct=True).to_numpy()
+    return _rolling_apply(a, w, "rank", pct=True)
 
 
 def rolling_corr(a: np.ndarray, b: np.ndarray, w: int) -> np.ndarray:
     """Pearson correlation over days where both are present; NaN where either input is near-constant."""
-    corr = _rolling(a, w).corr(pd.DataFrame(b, copy=False)).to_numpy(copy=True)
+    corr = _rolling_apply(a, w, "corr", _Columns(b, w).series)
     corr[_near_constant(a, w) | _near_constant(b, w)] = np.nan
     return corr
 
@@ -96,27 +120,44 @@ def since_first_bar(a: np.ndarray, first: np.ndarray) -> np.ndarray:
     return np.arange(len(a))[:, None] >= first[None, :]
 
 
-def rolling_idxmax(a: np.ndarray, w: int, first: np.ndarray) -> np.ndarray:
-    """1-based position of the window's maximum (oldest = 1), window cut at ``first``."""
-    return _rolling_argext(a, w, first, np.argmax, -np.inf)
+def rolling_idxmax(a: np.ndarray, windows, first: np.ndarray) -> dict[int, np.ndarray]:
+    """{w: [D, N]} 1-based position of the window's maximum (oldest = 1), window cut at ``first``."""
+    return _rolling_arg_extreme(a, windows, first, sign=1)
 
 
-def rolling_idxmin(a: np.ndarray, w: int, first: np.ndarray) -> np.ndarray:
-    return _rolling_argext(a, w, first, np.argmin, np.inf)
+def rolling_idxmin(a: np.ndarray, windows, first: np.ndarray) -> dict[int, np.ndarray]:
+    return _rolling_arg_extreme(a, windows, first, sign=-1)
 
 
-def _rolling_argext(a, w, first, argext, never_chosen) -> np.ndarray:
-    d = len(a)
-    # Days before the first bar (and the left padding) can never be the extreme;
-    # NaN days inside the series stay NaN so that argext picks them as NumPy does.
-    series = np.where(since_first_bar(a, first), a.astype(np.float64), never_chosen).T  # [N, D]
-    padded = np.concatenate([np.full((series.shape[0], w - 1), never_chosen), series], axis=1)
-    windows = np.lib.stride_tricks.sliding_window_view(padded, w, axis=1)  # [N, D, w]
-    position = argext(windows, axis=2).T.astype(np.float64) + 1.0  # [D, N]
-    before_first = np.clip(first[None, :] - (np.arange(d)[:, None] - (w - 1)), 0, w)
-    position -= before_first
-    has_value = rolling_sum(np.isfinite(a).astype(np.float64), w) > 0
-    return np.where(has_value & since_first_bar(a, first), position, np.nan)
+def _rolling_arg_extreme(a: np.ndarray, windows, first: np.ndarray, sign: int) -> dict[int, np.ndarray]:
+    """One pass from today back to the oldest lag of the largest window.
+
+    The candidate moves to an older day when that day is NaN or ≥ the
+    candidate (so the oldest extreme wins, and the oldest NaN beats any
+    number: NumPy's argmax rule); a NaN candidate is never replaced by a
+    number. Days before the first bar are −∞ and never counted.
+    """
+    d, n = a.shape
+    longest = max(windows)
+    since = since_first_bar(a, first)
+    padded = np.full((longest - 1 + d, n), -np.inf, dtype=np.float32)
+    padded[longest - 1 :] = np.where(since, np.float32(sign) * a, -np.inf)
+    best = np.full((d, n), -np.inf, dtype=np.float32)
+    best_lag = np.zeros((d, n), dtype=np.int16)
+    count = np.zeros((d, n), dtype=np.int16)
+    out = {}
+    with np.errstate(invalid="ignore"):
+        for lag in range(longest):
+            v = padded[longest - 1 - lag : longest - 1 - lag + d]
+            take = np.isnan(v) | ((v >= best) & ~np.isnan(best))
+            np.copyto(best, v, where=take)
+            np.copyto(best_lag, np.int16(lag), where=take)
+            count += np.isfinite(v)
+            w = lag + 1
+            if w in windows:
+                cut = np.clip(first[None, :] - (np.arange(d)[:, None] - (w - 1)), 0, w)
+                out[w] = np.where((count > 0) & since, (w - best_lag - cut).astype(np.float64), np.nan)
+    return out
 
 
 def regression(y: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
