@@ -13,7 +13,9 @@ members, raw label) on the second half, next to the oracle's IC on the same days
 - own + pooled: both sets of features.
 
 Returns are cross-sectionally demeaned among the day's members first.
-Prints JSON. Usage: ``python benchmarks/synth_pooling.py [--stocks N] [--years Y] [--seed S]``.
+Prints JSON. Usage:
+``python benchmarks/synth_pooling.py [--stocks N] [--years Y] [--seed S] [--set FIELD=VALUE ...]``
+(e.g. ``--set n_concepts=30 --set missing_link_share=0``).
 """
 
 from __future__ import annotations
@@ -35,8 +37,13 @@ def demeaned_returns(close: np.ndarray, traded: np.ndarray, members: np.ndarray)
     """[D, N] daily return minus the day's member mean; NaN where not a traded member both days."""
     r = np.full(close.shape, np.nan)
     r[1:] = np.where(traded[1:] & traded[:-1] & members[1:], close[1:] / close[:-1] - 1, np.nan)
-    count = np.isfinite(r).sum(axis=1, keepdims=True)
-    return r - np.nansum(r, axis=1, keepdims=True) / np.maximum(count, 1)
+    return r - row_mean(r)
+
+
+def row_mean(values: np.ndarray) -> np.ndarray:
+    """[D, 1] mean of each row's finite values (0 for a row with none)."""
+    count = np.isfinite(values).sum(axis=1, keepdims=True)
+    return np.nansum(values, axis=1, keepdims=True) / np.maximum(count, 1)
 
 
 def trailing_means(values: np.ndarray) -> list[np.ndarray]:
@@ -89,17 +96,19 @@ def main() -> None:
     parser.add_argument("--stocks", type=int, default=300)
     parser.add_argument("--years", type=float, default=6)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="any other SynthConfig field")
     args = parser.parse_args()
     started = time.perf_counter()
-    sm = generate(SynthConfig(seed=args.seed, n_stocks=args.stocks, n_years=args.years))
+    overrides = dict(item.split("=", 1) for item in args.set)
+    config = SynthConfig(seed=args.seed, n_stocks=args.stocks, n_years=args.years, **overrides)
+    sm = generate(config)
     generate_s = time.perf_counter() - started
 
     panel, members = sm.market.panel, sm.market.universe.mask
     close = panel.field("close").astype(float)
     traded = panel.field("volume") > 0
     label = forward_label(close, LABEL)
-    member_label = np.where(members, label, np.nan)
-    target = label - np.nansum(member_label, axis=1, keepdims=True) / np.maximum(np.isfinite(member_label).sum(axis=1, keepdims=True), 1)
+    target = label - row_mean(np.where(members, label, np.nan))
     returns = demeaned_returns(close, traded, members)
     published = pd.crosstab(sm.concepts["instrument"], sm.concepts["concept"]).reindex(panel.instruments, fill_value=0)
     own = trailing_means(returns)
@@ -108,7 +117,7 @@ def main() -> None:
     regression = trailing_means(projected_returns(returns, links))
     split = len(close) // 2
     oracle = daily_ic(sm.oracle(LABEL)[split:].astype(float), label[split:], members[split:])
-    result = {"stocks": args.stocks, "years": args.years, "seed": args.seed, "label": LABEL, "generate_s": round(generate_s, 2)}
+    result = {**vars(args), "label": LABEL, "generate_s": round(generate_s, 2)}
     predictors = {"own": own, "pooled": pooled, "pooled_regression": regression, "own_pooled": own + pooled}
     for name, feats in predictors.items():
         ic = fit_and_score(feats, target, label, members, split)

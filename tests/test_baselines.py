@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from zoo_fakes import one_torch_thread  # noqa: F401 (autouse fixture)
 
 from conceptalpha.errors import UserError
 from conceptalpha.models.gats import GATs
@@ -156,6 +157,9 @@ def test_sequence_model_on_flat_features_is_a_user_error():
         ("GATs", {"base_model": "RNN"}, "rnn_type"),
         ("TRA", {"num_states": 0}, "num_states"),
         ("MLP", {"num_layers": 0}, "num_layers"),
+        ("GRU", {"dropout": 1.5}, "dropout"),
+        ("SFM", {"dropout_U": -0.1}, "dropout_U"),
+        ("Transformer", {"dropout": 1.0}, "dropout"),
     ],
 )
 def test_invalid_hyper_parameter_values_are_user_errors(name, params, message):
@@ -168,6 +172,8 @@ def test_defaults_build_every_neural_model():
         assert isinstance(build_model(name, d_feat=6, seq_len=60), torch.nn.Module)
 
 
-def test_hist_is_registered_with_concepts():
+def test_hist_is_registered_with_concepts_and_builds_with_its_options():
     spec = get_model_spec("HIST")
     assert spec.uses_concepts and "2110.13716" in spec.paper
+    model = build_model("HIST", d_feat=F, seq_len=T, hidden_size=8, K=2, concept_weighting="equal")
+    assert isinstance(model.rnn, torch.nn.GRU) and model.rnn.hidden_size == 8

@@ -97,7 +97,7 @@ def test_stock_to_concept_attention_weights_sum_to_one():
     beta = torch.softmax(cosine_similarity_matrix(parts.encoding, parts.concept_vectors), dim=1)
     torch.testing.assert_close(beta.sum(1), torch.ones(len(x)))
     explanation = model.explain(x, membership, cap, top=len(parts.concept_ids))
-    np.testing.assert_allclose(explanation.top_concept_weights.sum(1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(explanation.top_concept_weights.sum(1).numpy(), 1.0, rtol=1e-5)
 
 
 def test_explain_decomposition_adds_up_to_forward_output():
@@ -106,10 +106,11 @@ def test_explain_decomposition_adds_up_to_forward_output():
     with torch.no_grad():
         out = model(x, membership.to_sparse(), cap).numpy()
     ex = model.explain(x, membership, cap, top=2)
-    np.testing.assert_allclose(ex.prediction, out, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(ex.predefined + ex.hidden + ex.individual + ex.bias, out, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ex.prediction.numpy(), out, rtol=1e-6, atol=1e-6)
+    parts_sum = (ex.predefined + ex.hidden + ex.individual + ex.bias).numpy()
+    np.testing.assert_allclose(parts_sum, out, rtol=1e-5, atol=1e-6)
     assert ex.top_concepts.shape == (9, 2) and ex.hidden_neighbours.shape == (9, 2)
-    assert (ex.hidden_neighbours != np.arange(9)[:, None]).all()
+    assert (ex.hidden_neighbours != torch.arange(9)[:, None]).all()
     frame = ex.to_frame([f"S{i}" for i in range(9)], [f"c{k}" for k in range(5)])
     assert list(frame.columns[:6]) == ["instrument", "prediction", "predefined", "hidden", "individual", "bias"]
     assert frame.top_concepts[0][0][0].startswith("c")
@@ -186,3 +187,12 @@ def test_bad_options_are_user_errors():
         HIST(base_model="RNN")
     with pytest.raises(UserError, match="K"):
         HIST(K=0)
+
+
+def test_k_larger_than_the_cross_section_links_to_everyone_else():
+    model = _model(K=5)
+    x, membership, cap = _day(n=3)
+    parts = model.parts(model.encode(x), membership, cap)
+    assert parts.hidden_links.shape == (3, 2)
+    assert parts.hidden_concepts.tolist() == [0, 1, 2]
+    assert torch.isfinite(model(x, membership, cap)).all()

@@ -39,7 +39,8 @@ def default_market():
 
 
 def _same_arrays(a, b) -> bool:
-    return all(np.array_equal(a.market.panel.fields[k], b.market.panel.fields[k], equal_nan=True) for k in a.market.panel.fields)
+    fields_a, fields_b = a.market.panel.fields, b.market.panel.fields
+    return all(np.array_equal(fields_a[k], fields_b[k], equal_nan=True) for k in fields_a)
 
 
 # ---------------------------------------------------------------- determinism
@@ -71,7 +72,9 @@ def test_written_files_are_byte_identical_for_the_same_seed(tmp_path):
     write_synthetic_market(tmp_path / "b", config)
     first, second = _tree_bytes(tmp_path / "a"), _tree_bytes(tmp_path / "b")
     assert first.keys() == second.keys()
-    assert {"concepts.csv", "shares.csv", "oracle.parquet", "synth.json", "calendars/day.txt", "instruments/synth.txt"} <= set(first)
+    tables = {"concepts.csv", "true_concepts.csv", "hidden_groups.csv", "shares.csv", "oracle.parquet", "synth.json"}
+    expected = tables | {"calendars/day.txt", "instruments/synth.txt", "instruments/all.txt"}
+    assert expected <= set(first)
     assert first == second
     write_synthetic_market(tmp_path / "c", SynthConfig(seed=6, **SMALL))
     assert _tree_bytes(tmp_path / "c")["features/sh600000/close.day.bin"] != first["features/sh600000/close.day.bin"]
@@ -260,7 +263,8 @@ def test_oracle_is_the_expectation_of_the_label_over_future_draws():
     past = draw_shocks(config, structure)
     t0 = 30
     cut = config.burn_in_days + t0 + 1
-    oracles = simulate(config, structure, past).oracles
+    base = simulate(config, structure, past)
+    oracles = {label: base.oracle(label) for label in LABEL_HORIZONS}
     for k in range(4):
         future = draw_shocks(config.model_copy(update={"seed": 1000 + k}), structure)
         labels = []
@@ -278,6 +282,20 @@ def test_oracle_is_the_expectation_of_the_label_over_future_draws():
             assert np.abs(one - oracle[t0][defined]).mean() > 1e-3  # a single future is far from its expectation
 
 
+def test_oracle_parts_add_up_and_follow_the_structure(small):
+    for label in LABEL_HORIZONS:
+        parts = small.oracle_parts[label]
+        assert set(parts) == {"market", "industry", "concept", "hidden", "individual"}
+        np.testing.assert_allclose(sum(parts.values()), small.oracle(label), atol=1e-7)
+    ungrouped = ~np.isin(small.market.panel.instruments, small.hidden_groups["instrument"])
+    hidden = small.oracle_parts["t+1->t+2"]["hidden"]
+    assert ungrouped.any() and np.nanmax(np.abs(hidden[:, ungrouped])) == 0
+    assert np.nanmax(np.abs(hidden[:, ~ungrouped])) > 0
+    shares = small.statistics["oracle_variance_share"]
+    assert sum(shares.values()) == pytest.approx(1)
+    assert shares["industry"] + shares["concept"] > 0.5  # published concepts carry most of the signal
+
+
 def test_unknown_label_is_a_user_error(small):
     with pytest.raises(UserError, match="label protocol"):
         small.oracle("t->t+5")
@@ -288,11 +306,16 @@ def test_unknown_label_is_a_user_error(small):
 
 @pytest.mark.parametrize(
     ("options", "field"),
-    [({"n_stocks": 5}, "n_stocks"), ({"n_years": 0}, "n_years"), ({"colour": 1}, "colour"), ({"factor_feedback": 0.9}, "config")],
+    [
+        ({"n_stocks": 5}, "n_stocks"),
+        ({"n_years": 0}, "n_years"),
+        ({"colour": 1}, "colour"),
+        ({"factor_feedback": 0.9}, "config"),
+    ],
 )
 def test_bad_options_are_user_errors_naming_the_field(options, field):
     with pytest.raises(UserError, match=field):
-        SynthConfig.from_options(**options)
+        SynthConfig(**options)
 
 
 def test_written_market_reads_back_like_real_data(tmp_path):

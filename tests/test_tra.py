@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from zoo_fakes import one_torch_thread  # noqa: F401 (autouse fixture)
 
 from conceptalpha.models.tra import TRA, sinkhorn
 

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from zoo_fakes import FakeDayDataset
+from zoo_fakes import FakeDayDataset, one_torch_thread  # noqa: F401 (autouse fixture)
 
 from conceptalpha.data.synthetic import SynthConfig, generate
 from conceptalpha.features.dataset import DatasetConfig, build_dataset

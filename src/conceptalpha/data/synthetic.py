@@ -9,44 +9,53 @@ Return of stock i on day t (close_{t-1} → close_t, dividends reinvested)::
 
     r_{i,t} = β_i m_t + Σ_k L_{ik} f_{k,t} + a_{i,t} + u_{i,t}
 
-- Market: m_t = μ_m + s_t z_t, GARCH(1,1): s²_{t+1} = ω + (α z_t² + β_g) s²_t.
-- Shared factors (momentum fed by their own realised returns)::
+- Market: m_t = μ_m + s_t z_t, z like ε below, GARCH(1,1) s²_{t+1} = ω + (α z_t² + β_g) s²_t.
+  λ_t = s_t / σ_m is a market-wide volatility regime that also scales the
+  factor shocks and the idiosyncratic noise (volatility clusters market-wide).
+- Shared factors, momentum fed by their own realised returns::
 
-      f_{k,t}   = μ_{k,t} + η_{k,t},             η_{k,t} ~ N(0, σ_f²)
-      μ_{k,t+1} = φ μ_{k,t} + κ f_{k,t}           (so μ_{k,t+1} = ρ μ_{k,t} + κ η_{k,t}, ρ = φ + κ)
+      f_{k,t}   = μ_{k,t} + σ_f λ_t η_{k,t},      η ~ N(0, 1) clipped at ±noise_clip
+      μ_{k,t+1} = φ μ_{k,t} + κ f_{k,t}     ⇔     μ_{k,t+1} = ρ μ_{k,t} + κ σ_f λ_t η_{k,t},  ρ = φ + κ
 
-  μ_{k,t+1} is known after close t: it is κ times an exponentially weighted sum
-  (decay φ) of the factor's past returns. A factor's return is seen only through
-  its members' noisy returns, so pooling many members reveals μ while one
-  stock's own history is too noisy: the reason a concept-aware model can win.
-- Loadings L: industry (one per stock, published), concepts (overlapping, published
-  with missing and spurious links), hidden groups (published nowhere).
-- Individual part (weak, reversal of the stock's own shocks)::
+  μ_{k,t+1} is known after close t: κ times an exponentially weighted sum (decay
+  φ) of the factor's past returns. A factor's return is seen only through its
+  members' noisy returns: pooling many members reveals μ, one stock's own history
+  is too noisy, and its own recent return mixes factor momentum with the
+  reversal of its individual part (below). This is why a concept-aware model
+  can beat a per-stock one; the mechanism mirrors real markets (industry
+  momentum with short-term reversal of idiosyncratic returns).
+- Loadings L: industry (one per stock, all published), concepts (1 + Poisson,
+  uneven popularity; published with ``missing_link_share`` of the true links
+  dropped and ``spurious_link_share`` of the published links false), hidden
+  groups (published nowhere).
+- Individual part (weak; short-term reversal of the stock's own shocks)::
 
-      a_{i,t+1} = φ_a a_{i,t} + κ_a u_{i,t}
+      a_{i,t+1} = φ_a a_{i,t} + κ_a u_{i,t},   κ_a < 0
 
-- Noise: u_{i,t} = σ_{i,t} ε_{i,t}, ε Student-t(ν) clipped at ±``noise_clip`` and
-  scaled to unit variance (clipping a symmetric law keeps its mean 0, so every
-  expectation below stays exact); σ_{i,t} GARCH(1,1) around σ̄_i, capped at
-  3 σ̄_i (returns stay above -100%).
+- Noise: u_{i,t} = σ_{i,t} ε_{i,t}, ε Student-t(ν) clipped at ±``noise_clip`` sds
+  and rescaled to unit variance (clipping a symmetric law keeps its mean 0, so
+  the oracle below stays exact); σ_{i,t} = min(λ_t · GARCH(1,1) around σ̄_i, 3 σ̄_i).
+  σ̄_i ~ U(idio_vol_range), smaller for bigger companies (rank correlation ≈ −0.7).
 
 Oracle: the exact expectation of the label given everything the generator knows
-after close t (shocks up to t, all states, the structure); a ceiling no model
-can beat on average::
+after close t (shocks up to t, every state, the structure), the ceiling of any model::
 
     E[r_{i,t+h} | F_t] = β_i μ_m + ρ^{h-1} Σ_k L_{ik} μ_{k,t+1} + φ_a^{h-1} a_{i,t+1}
 
 with h = 1 for label ``t->t+1`` (close_{t+1}/close_t − 1) and h = 2 for
 ``t+1->t+2`` (close_{t+2}/close_{t+1} − 1). It is NaN where the label is not one
-day's return of a trading stock (not listed, or suspended on a day the label spans).
+day's return of a trading stock (not listed at t, or suspended on a close the
+label uses); suspensions are a schedule drawn with the structure.
 
-Observables: prices follow the returns (adjusted close = P_0 Π(1+r)); a suspended
-stock keeps its last close with volume 0 and catches up when it resumes. Yearly
-cash dividends make the adjustment factor jump (raw close = adjusted / factor).
+Observables: adjusted close = P_0 Π(1 + r); a suspended stock keeps its last close
+(flat bar, volume 0) and catches up when it resumes. One cash dividend a year
+makes the adjustment factor jump (raw close = adjusted / factor). Open, high and
+low wrap the close with wicks scaled by σ_{i,t}; vwap = (O + H + L + 2C)/5.
 log volume = log(shares · turnover_i) + v_{i,t}, v_{i,t} = φ_v v_{i,t-1} +
-c_v |r_{i,t}|/σ̃_i + σ_v e_{i,t} (volume clusters with |returns|). Some stocks list
-late (joining the index after a seasoning period), some delist, some leave the
-index for a while. The benchmark is the cap-weighted price index of the members.
+c_v (|r_{i,t}|/σ̃_i − √(2/π)) + σ_v e_{i,t}: volume clusters with |returns|.
+Some stocks list late (joining the index after ``index_seasoning_days``), some
+delist, some leave the index for a while. The benchmark is the cap-weighted
+price index of the index members (market cap = shares × raw close).
 """
 
 from __future__ import annotations
@@ -75,12 +84,15 @@ UNIVERSE_NAME = "synth"
 _HOLIDAYS_MM_DD = ("01-01", "05-01", "05-02", "05-03") + tuple(f"02-{d}" for d in range(10, 17)) + tuple(
     f"10-0{d}" for d in range(1, 8)
 )
-_VOL_CAP = 3.0  # σ_{i,t} ≤ 3 σ̄_i
+_VOL_CAP = 3.0  # volatility ≤ 3 × its unconditional level
 _WICK = 0.4  # high/low wick size in units of the day's idiosyncratic volatility
 
 
 class SynthConfig(BaseModel):
-    """Parameters of the synthetic market (defaults: a CSI300-sized market over 6 years)."""
+    """Parameters of the synthetic market (defaults: a CSI300-sized market over 6 years).
+
+    Frozen and strict: unknown or invalid options raise :class:`UserError`.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -103,8 +115,8 @@ class SynthConfig(BaseModel):
     market_vol: float = Field(0.015, gt=0, description="unconditional daily market volatility")
     beta_range: tuple[float, float] = Field((0.7, 1.3), description="market betas ~ U(range)")
     factor_vol: float = Field(0.005, gt=0, description="σ_f, daily sd of factor shocks η")
-    factor_persistence: float = Field(0.8, ge=0, lt=1, description="ρ = φ + κ, persistence of expected factor returns")
-    factor_feedback: float = Field(0.26, ge=0, description="κ, weight of today's factor return in tomorrow's expectation")
+    factor_persistence: float = Field(0.8, ge=0, lt=1, description="ρ = φ + κ, persistence of expected returns")
+    factor_feedback: float = Field(0.26, ge=0, description="κ, weight of today's factor return in tomorrow's mean")
     industry_loading_range: tuple[float, float] = Field((0.8, 1.2))
     concept_loading_range: tuple[float, float] = Field((0.3, 0.9))
     hidden_loading_range: tuple[float, float] = Field((0.3, 0.6))
@@ -137,7 +149,8 @@ class SynthConfig(BaseModel):
             raise ValueError("factor_feedback (κ) must not exceed factor_persistence (ρ): φ = ρ − κ ≥ 0")
         if self.garch_alpha + self.garch_beta >= 1:
             raise ValueError("garch_alpha + garch_beta must be < 1 (stationary volatility)")
-        for name in ("beta_range", "industry_loading_range", "concept_loading_range", "hidden_loading_range", "idio_vol_range"):
+        loadings = tuple(f"{kind}_loading_range" for kind in ("industry", "concept", "hidden"))
+        for name in ("beta_range", "idio_vol_range", *loadings):
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:
                 raise ValueError(f"{name} must satisfy 0 <= low <= high, got ({lo}, {hi})")
@@ -145,11 +158,10 @@ class SynthConfig(BaseModel):
             raise ValueError("concepts_per_stock cannot exceed n_concepts")
         return self
 
-    @classmethod
-    def from_options(cls, **options) -> "SynthConfig":
-        """Build from user options; an invalid value is a :class:`UserError` naming the field."""
+    def __init__(self, **options) -> None:
+        """Validate ``options``; an invalid value is a :class:`UserError` naming the field (no traceback)."""
         try:
-            return cls(**options)
+            super().__init__(**options)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "config"
@@ -214,22 +226,23 @@ def _streams(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
 
 
 def synthetic_calendar(start: dt.date, n_days: int) -> Calendar:
-    """``n_days`` weekdays from ``start``, skipping fixed holidays (New Year, Spring Festival week, May Day, National Day week)."""
+    """``n_days`` weekdays from ``start``, skipping fixed holidays (New Year, a Spring
+    Festival week, May Day, National Day week)."""
     span = pd.bdate_range(start, periods=int(n_days * 1.1) + 30)
     days = span[~span.strftime("%m-%d").isin(_HOLIDAYS_MM_DD)]
     return Calendar(days[:n_days])
 
 
 def draw_structure(config: SynthConfig) -> SynthStructure:
+    """The structure of ``config`` (its own random stream: independent of the shocks)."""
     rng, _ = _streams(config.seed)
     n = config.n_stocks
     calendar = synthetic_calendar(config.start, max(3, round(config.n_years * DAYS_PER_YEAR)))
     d = len(calendar)
     industry = rng.choice(config.n_industries, size=n, p=_popularity(rng, config.n_industries, 0.5))
     concept_links = _draw_concept_links(rng, config)
-    hidden_group = np.where(rng.random(n) < config.hidden_coverage, rng.integers(0, max(config.n_hidden, 1), n), -1)
-    if config.n_hidden == 0:
-        hidden_group[:] = -1
+    in_group = (rng.random(n) < config.hidden_coverage) & (config.n_hidden > 0)
+    hidden_group = np.where(in_group, rng.integers(0, max(config.n_hidden, 1), n), -1)
     loadings = _loadings(rng, config, industry, concept_links, hidden_group)
     beta = rng.uniform(*config.beta_range, n)
     shares = np.round(config.shares_median * np.exp(rng.normal(0, 1.0, n)), -4)
@@ -262,6 +275,7 @@ def draw_structure(config: SynthConfig) -> SynthStructure:
 
 
 def draw_shocks(config: SynthConfig, structure: SynthStructure) -> SynthShocks:
+    """The shocks of ``config``: symmetric laws, clipped at ±``noise_clip`` (wicks: half-normal)."""
     _, rng = _streams(config.seed)
     s = config.burn_in_days + len(structure.calendar)
     n = config.n_stocks
@@ -430,6 +444,8 @@ class SyntheticMarket:
     - ``concepts``: the published long table (instrument, concept, kind), kind in
       {"industry", "concept"}; ``true_concepts``: the same format, the truth.
     - ``hidden_groups``: (instrument, group), published nowhere.
+    - ``oracle_parts[label][part]``: the oracle's terms (:data:`ORACLE_PARTS`), the
+      true decomposition to hold a model's own decomposition against.
     """
 
     config: SynthConfig
@@ -437,13 +453,20 @@ class SyntheticMarket:
     concepts: pd.DataFrame
     true_concepts: pd.DataFrame
     hidden_groups: pd.DataFrame
-    oracles: dict[str, np.ndarray]
+    oracle_parts: dict[str, dict[str, np.ndarray]]
 
     def oracle(self, label: str = "t+1->t+2") -> np.ndarray:
         """float32 [D, N]: E[label_{i,t} | everything known after close t]; NaN where undefined."""
-        if label not in self.oracles:
-            raise UserError(f"unknown label protocol {label!r}; expected one of {sorted(self.oracles)}")
-        return self.oracles[label]
+        if label not in self.oracle_parts:
+            raise UserError(f"unknown label protocol {label!r}; the synthetic oracle has {sorted(self.oracle_parts)}")
+        if label not in self._oracles:
+            self._oracles[label] = sum(self.oracle_parts[label].values()).astype(np.float32)
+        return self._oracles[label]
+
+    @cached_property
+    def _oracles(self) -> dict[str, np.ndarray]:
+        """Oracles summed so far, by label."""
+        return {}
 
     @cached_property
     def statistics(self) -> dict:
@@ -464,7 +487,8 @@ def simulate(config: SynthConfig, structure: SynthStructure, shocks: SynthShocks
     regime = market_sigma / config.market_vol  # common volatility regime λ_t, known after close t-1
     expected_factor = _expected_factor_returns(config, regime[:, None] * shocks.factor)  # μ [S, K]
     factor_return = expected_factor + config.factor_vol * regime[:, None] * shocks.factor
-    idio_sigma = np.minimum(regime[:, None] * _garch_volatility(config, structure.idio_vol, shocks.noise), _VOL_CAP * structure.idio_vol)
+    idio_garch = _garch_volatility(config, structure.idio_vol, shocks.noise)
+    idio_sigma = np.minimum(regime[:, None] * idio_garch, _VOL_CAP * structure.idio_vol)
     idio = idio_sigma * shocks.noise
     individual = signal.lfilter([0.0, config.individual_feedback], [1.0, -config.individual_persistence], idio, axis=0)
     returns = (
@@ -472,7 +496,7 @@ def simulate(config: SynthConfig, structure: SynthStructure, shocks: SynthShocks
     )[burn:]
     if returns.min() <= -1:
         raise UserError("synthetic market parameters produce a daily return of -100% or worse: lower the volatilities")
-    oracles = _oracles(config, structure, expected_factor[burn:], individual[burn:])
+    parts = _oracle_parts(config, structure, expected_factor[burn:], individual[burn:])
     panel, benchmark = _bars(config, structure, shocks, returns, idio_sigma[burn:])
     universe = Universe(UNIVERSE_NAME, structure.calendar, structure.instruments, structure.in_index)
     market = Market(
@@ -484,11 +508,11 @@ def simulate(config: SynthConfig, structure: SynthStructure, shocks: SynthShocks
         name=UNIVERSE_NAME,
     )
     concepts, truth, hidden = _tables(config, structure)
-    return SyntheticMarket(config, market, concepts, truth, hidden, oracles)
+    return SyntheticMarket(config, market, concepts, truth, hidden, parts)
 
 
 def _garch_volatility(config: SynthConfig, unconditional: np.ndarray | float, shocks: np.ndarray) -> np.ndarray:
-    """σ_t [S, ...]: σ²_{t+1} = (1 − α − β) σ̄² + (α z_t² + β) σ²_t, capped at (3 σ̄)², σ_0 = σ̄."""
+    """σ_t [S, ...]: σ²_{t+1} = (1 − α − β) σ̄² + (α z_t² + β) σ²_t ≤ (3 σ̄)²; σ_0 = σ̄."""
     alpha, beta = config.garch_alpha, config.garch_beta
     base = np.asarray(unconditional, dtype=float) ** 2
     omega, cap = (1 - alpha - beta) * base, _VOL_CAP**2 * base
@@ -506,26 +530,41 @@ def _expected_factor_returns(config: SynthConfig, factor_shocks: np.ndarray) -> 
     )
 
 
-def _oracles(
+ORACLE_PARTS = ("market", "industry", "concept", "hidden", "individual")
+
+
+def _oracle_parts(
     config: SynthConfig, structure: SynthStructure, expected_factor: np.ndarray, individual: np.ndarray
-) -> dict[str, np.ndarray]:
-    """E[r_{t+h} | F_t] for each label; needs μ_{t+1} and a_{t+1}, so row t uses rows t+1."""
-    d = len(structure.calendar)
-    factor_next = expected_factor[1:] @ structure.loadings.T  # [D-1, N]: Σ_k L_ik μ_{k,t+1}
-    individual_next = individual[1:]
-    drift = structure.beta * config.market_drift
+) -> dict[str, dict[str, np.ndarray]]:
+    """For each label, the oracle's terms (:data:`ORACLE_PARTS`), float32 [D, N], NaN where undefined.
+
+    E[r_{t+h} | F_t] needs μ_{t+1} and a_{t+1}, so row t uses rows t+1.
+    """
+    d, n = len(structure.calendar), config.n_stocks
+    n_ind, n_con = config.n_industries, config.n_concepts
+    blocks = {"industry": slice(0, n_ind), "concept": slice(n_ind, n_ind + n_con), "hidden": slice(n_ind + n_con, None)}
     listed, traded = structure.listed, structure.traded
-    oracles = {}
+    parts = {}
     for label, h in LABEL_HORIZONS.items():
-        value = np.full((d, config.n_stocks), np.nan)
-        decay_f, decay_a = config.factor_persistence ** (h - 1), config.individual_persistence ** (h - 1)
         rows = d - h
-        value[:rows] = drift + decay_f * factor_next[:rows] + decay_a * individual_next[:rows]
         defined = np.zeros_like(listed)
         # The label spans closes t+h-1 and t+h: both must be real trading closes, and the stock listed at t.
         defined[:rows] = listed[:rows] & traded[h - 1 : h - 1 + rows] & traded[h : h + rows]
-        oracles[label] = np.where(defined, value, np.nan).astype(np.float32)
-    return oracles
+        decay_f, decay_a = config.factor_persistence ** (h - 1), config.individual_persistence ** (h - 1)
+        terms = {"market": np.broadcast_to(structure.beta * config.market_drift, (rows, n))}
+        for name, cols in blocks.items():
+            terms[name] = decay_f * expected_factor[1 : rows + 1, cols] @ structure.loadings[:, cols].T
+        terms["individual"] = decay_a * individual[1 : rows + 1]
+        parts[label] = {name: _defined_rows(term, defined) for name, term in terms.items()}
+    return parts
+
+
+def _defined_rows(term: np.ndarray, defined: np.ndarray) -> np.ndarray:
+    """float32 [D, N]: ``term`` on its first rows, NaN elsewhere and where not ``defined``."""
+    out = np.full(defined.shape, np.nan, dtype=np.float32)
+    out[: len(term)] = term
+    out[~defined] = np.nan
+    return out
 
 
 def _bars(
@@ -646,49 +685,85 @@ def _column_autocorrelation(values: np.ndarray) -> np.ndarray:
         return (a0 * b0).sum(axis=0) / np.sqrt((a0 * a0).sum(axis=0) * (b0 * b0).sum(axis=0))
 
 
-def market_statistics(sm: SyntheticMarket) -> dict:
-    """Realised statistics: oracle IC per label among index members, fat tails, clustering, coverage."""
-    panel, members = sm.market.panel, sm.market.universe.mask
+def traded_returns(panel: BarPanel) -> np.ndarray:
+    """[D, N] close-to-close returns between two consecutive traded days (NaN otherwise)."""
     close = panel.field("close").astype(float)
-    volume = panel.field("volume").astype(float)
-    traded = volume > 0
+    traded = panel.field("volume") > 0
     daily = np.full(close.shape, np.nan)
     daily[1:] = np.where(traded[1:] & traded[:-1], close[1:] / close[:-1] - 1, np.nan)
-    ic = {}
-    for label in LABEL_HORIZONS:
-        series = daily_ic(sm.oracle(label).astype(float), forward_label(close, label), members)
-        ic[label] = {"mean": float(np.nanmean(series)), "std": float(np.nanstd(series)), "days": int(np.isfinite(series).sum())}
-    kurtosis = stats.kurtosis(daily, axis=0, nan_policy="omit")
+    return daily
+
+
+def return_statistics(market: Market) -> dict:
+    """The statistics that make a market look real, on any :class:`Market` (synthetic or not).
+
+    Per-stock values are summarised by their median over stocks: excess kurtosis
+    of daily returns (fat tails), lag-1 autocorrelation of returns, of |returns|
+    (volatility clustering) and of log volume (volume clustering). Cross-section
+    statistics use the index members of each day.
+    """
+    panel, members = market.panel, market.universe.mask
+    daily = traded_returns(panel)
+    volume = panel.field("volume").astype(float)
+    listed = np.isfinite(panel.field("close"))
     cross_section = np.where(members, daily, np.nan)
     cross_section = cross_section[np.isfinite(cross_section).sum(axis=1) >= 2]
-    log_volume = np.log(np.where(traded, volume, np.nan))
-    published = sm.concepts[sm.concepts["kind"] == "concept"]
-    truth = sm.true_concepts[sm.true_concepts["kind"] == "concept"]
-    keys = ["instrument", "concept"]
-    matched = published.merge(truth, on=keys).shape[0]
+    kurtosis = np.asarray(stats.kurtosis(daily, axis=0, nan_policy="omit"), dtype=float)
+    log_volume = np.log(np.where(volume > 0, volume, np.nan))
     members_per_day = members.sum(axis=1)
-    listed = np.isfinite(close)
     return {
-        "oracle_ic": ic,
         "daily_return_sd": float(np.nanstd(daily)),
         "cross_section_sd_mean": float(np.nanmean(np.nanstd(cross_section, axis=1))),
-        "excess_kurtosis_median": float(np.nanmedian(np.asarray(kurtosis, dtype=float))),
+        "excess_kurtosis_median": float(np.nanmedian(kurtosis)),
         "return_autocorr_median": float(np.nanmedian(_column_autocorrelation(daily))),
         "abs_return_autocorr_median": float(np.nanmedian(_column_autocorrelation(np.abs(daily)))),
         "log_volume_autocorr_median": float(np.nanmedian(_column_autocorrelation(log_volume))),
+        "suspended_share": float((listed & (volume == 0)).sum() / listed.sum()),
         "members_per_day": {
             "min": int(members_per_day.min()),
             "median": float(np.median(members_per_day)),
             "max": int(members_per_day.max()),
         },
-        "suspended_share": float((listed & ~traded).sum() / listed.sum()),
+        "days": int(daily.shape[0]),
+        "stocks": int(daily.shape[1]),
+    }
+
+
+def market_statistics(sm: SyntheticMarket) -> dict:
+    """Realised statistics of a synthetic market: the oracle's daily IC per label
+    (Pearson against the realised raw label, index members), :func:`return_statistics`,
+    life-cycle counts and the realised shares of missing and spurious concept links."""
+    members = sm.market.universe.mask
+    close = sm.market.panel.field("close").astype(float)
+    ic = {}
+    for label in LABEL_HORIZONS:
+        series = daily_ic(sm.oracle(label).astype(float), forward_label(close, label), members)
+        days = int(np.isfinite(series).sum())
+        ic[label] = {"mean": float(np.nanmean(series)), "std": float(np.nanstd(series)), "days": days}
+    published = sm.concepts[sm.concepts["kind"] == "concept"]
+    truth = sm.true_concepts[sm.true_concepts["kind"] == "concept"]
+    matched = published.merge(truth, on=["instrument", "concept"]).shape[0]
+    listed = np.isfinite(close)
+    return {
+        "oracle_ic": ic,
+        "oracle_variance_share": _variance_shares(sm.oracle_parts["t+1->t+2"], members),
+        **return_statistics(sm.market),
         "late_listings": int((~listed[0]).sum()),
         "delistings": int((~listed[-1]).sum()),
         "missing_link_share": float(1 - matched / len(truth)),
         "spurious_link_share": float(1 - matched / len(published)) if len(published) else 0.0,
-        "days": int(close.shape[0]),
-        "stocks": int(close.shape[1]),
     }
+
+
+def _variance_shares(parts: dict[str, np.ndarray], members: np.ndarray) -> dict[str, float]:
+    """Share of each term in Σ_parts (mean over days of the cross-sectional variance among members)."""
+    variance = {}
+    for name, term in parts.items():
+        values = np.where(members, term, np.nan)
+        values = values[np.isfinite(values).sum(axis=1) >= 2]
+        variance[name] = float(np.mean(np.nanvar(values, axis=1)))
+    total = sum(variance.values())
+    return {name: v / total for name, v in variance.items()}
 
 
 def write_synthetic_market(out_dir: str | Path, config: SynthConfig) -> dict:
@@ -725,7 +800,7 @@ def write_synthetic_market(out_dir: str | Path, config: SynthConfig) -> dict:
     write_text(paths["concepts"], sm.concepts.to_csv(index=False))
     write_text(paths["true_concepts"], sm.true_concepts.to_csv(index=False))
     write_text(paths["hidden_groups"], sm.hidden_groups.to_csv(index=False))
-    write_text(paths["shares"], sm.market.shares.reset_index().to_csv(index=False))
+    write_text(paths["shares"], sm.market.shares.astype(np.int64).reset_index().to_csv(index=False))
     with atomic_path(paths["oracle"]) as tmp:
         _oracle_table(sm).to_parquet(tmp, index=False)
     summary = {"paths": {k: str(v) for k, v in paths.items()}, "statistics": sm.statistics}

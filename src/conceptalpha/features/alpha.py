@@ -95,10 +95,13 @@ class _Bars:
     """The float32 [D, N] inputs of Alpha158 and the sub-expressions several features share."""
 
     def __init__(self, panel: BarPanel):
-        nan = np.full(panel.shape, np.nan, dtype=np.float32)
-        get = lambda name: panel.fields[name] if panel.has(name) else nan  # noqa: E731
-        self.open, self.high, self.low, self.close = get("open"), get("high"), get("low"), get("close")
-        self.vwap, self.volume = get("vwap"), get("volume")
+        missing = np.full(panel.shape, np.nan, dtype=np.float32)
+
+        def field(name: str) -> np.ndarray:
+            return panel.fields[name] if panel.has(name) else missing
+
+        self.open, self.high, self.low, self.close = field("open"), field("high"), field("low"), field("close")
+        self.vwap, self.volume = field("vwap"), field("volume")
         self.first = ops.first_bar(self.close)
         self.volume_denom = self.volume + EPS
         self.range_denom = self.high - self.low + EPS
@@ -292,26 +295,29 @@ def member_rows(market: Market, days: slice) -> tuple[np.ndarray, np.ndarray]:
 def feature_rows(panel: BarPanel, feature_set: str, t: np.ndarray, i: np.ndarray, progress: bool = False) -> np.ndarray:
     """Unprocessed features of the rows (t[r], i[r]): [R, F] float32, Qlib's column order.
 
-    The array is column-major (each feature contiguous), pandas' own layout.
+    Alpha360 comes row-major (a row is one gather of 60-day windows), Alpha158
+    column-major (a column is one [D, N] expression); either way a
+    DataFrame wraps the array without copying it.
     """
     names = feature_names(feature_set)
-    columns = np.empty((len(names), len(t)), dtype=np.float32)
     bar = tqdm(total=len(names), desc=feature_set, disable=None if progress else True, leave=False)
     if feature_set == "alpha360":
+        values = np.empty((len(t), len(names)), dtype=np.float32)
         fields = alpha360_fields(panel)
         for lo in range(0, len(t), _ROW_CHUNK):
             rows = slice(lo, lo + _ROW_CHUNK)
             for f in range(len(ALPHA360_FIELDS)):
-                block = alpha360_field(fields, t[rows], i[rows], f)
-                columns[f * ALPHA360_LAGS : (f + 1) * ALPHA360_LAGS, rows] = block.T
+                values[rows, f * ALPHA360_LAGS : (f + 1) * ALPHA360_LAGS] = alpha360_field(fields, t[rows], i[rows], f)
         bar.update(len(names))
     else:
+        columns = np.empty((len(names), len(t)), dtype=np.float32)
         flat = t * panel.shape[1] + i
         for j, (_, column) in enumerate(alpha158_columns(panel)):
             columns[j] = column.ravel().take(flat)
             bar.update()
+        values = columns.T
     bar.close()
-    return columns.T
+    return values
 
 
 def build_feature_table(

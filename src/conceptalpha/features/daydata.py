@@ -38,6 +38,13 @@ class DayData:
     def n(self) -> int:
         return len(self.instruments)
 
+    @property
+    def x_flat(self) -> np.ndarray:
+        """Features as [N, F·T] in the table's column order (Alpha360: field-major, oldest first)."""
+        if self.x.ndim == 2:
+            return self.x
+        return self.x.transpose(0, 2, 1).reshape(self.n, -1)
+
 
 class DayDataset(Protocol):
     """What the trainer needs from a dataset."""

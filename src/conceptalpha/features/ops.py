@@ -9,7 +9,7 @@ The rules reproduced (checked against pandas and pyqlib in the tests):
 - Rolling windows are trailing and use ``min_periods=1``: a window is the last
   ``w`` days, NaN values are skipped, and the result is NaN only when the
   window holds no value at all (``std``/``corr`` need two).
-- ``std`` uses ddof = 1. ``rank`` is the percentile of today's value inside
+- ``std`` uses ddof = 1 and is exactly 0 on a window of equal values. ``rank`` is the percentile of today's value inside
   the window (ties averaged). ``quantile`` interpolates linearly.
 - ``idxmax``/``idxmin`` give the 1-based position of the extreme in the
   window, oldest = 1; the window is cut at the instrument's first bar, and a
@@ -77,8 +77,17 @@ def rolling_sum(a: np.ndarray, w: int) -> np.ndarray:
 
 
 def rolling_std(a: np.ndarray, w: int) -> np.ndarray:
-    """Sample standard deviation (ddof = 1) of the window's values."""
-    return _rolling_apply(a, w, "std")
+    """Sample standard deviation (ddof = 1) of the window's values; exactly 0 when they are all equal.
+
+    pandas' running sums can leave a residue on a constant window (a long
+    suspension: 60 zero volumes), and how much depends on the pandas version;
+    pandas 2 (what Qlib runs on) returns 0 there, and so do we, on any version.
+    """
+    cols = _Columns(a, w)
+    std = cols.unpack(cols.rolling().std())
+    constant = cols.unpack(cols.rolling().max()) == cols.unpack(cols.rolling().min())
+    std[constant & ~np.isnan(std)] = 0.0
+    return std
 
 
 def rolling_max(a: np.ndarray, w: int) -> np.ndarray:

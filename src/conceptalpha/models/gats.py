@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conceptalpha.models.rnn import RNNType, as_sequence, make_rnn
+from conceptalpha.models.rnn import RNNType, as_sequence, last_state, make_rnn
 
 
 class GATs(nn.Module):
@@ -44,7 +44,6 @@ class GATs(nn.Module):
         return torch.softmax(F.leaky_relu(scores), dim=1)
 
     def forward(self, x, membership=None, market_cap=None) -> torch.Tensor:
-        out, _ = self.rnn(as_sequence(x, self.d_feat))
-        e = out[:, -1, :]
+        e = last_state(self.rnn, as_sequence(x, self.d_feat))
         g = self.attention(e) @ e + e
         return self.fc_out(F.leaky_relu(self.fc(g))).squeeze(-1)

@@ -67,7 +67,7 @@ class HISTParts:
 
 @dataclass
 class HISTExplanation:
-    """Additive split of each prediction and the concepts behind it (numpy, one row per stock).
+    """Additive split of each prediction and the concepts behind it (CPU tensors, one row per stock).
 
     ``prediction = predefined + hidden + individual + bias`` exactly up to float rounding.
     ``top_concepts`` [N, k] are original concept column indices ranked by the
@@ -76,15 +76,15 @@ class HISTExplanation:
     links to in the hidden-concept module with cosine ``hidden_similarity``.
     """
 
-    prediction: np.ndarray
-    predefined: np.ndarray
-    hidden: np.ndarray
-    individual: np.ndarray
+    prediction: torch.Tensor
+    predefined: torch.Tensor
+    hidden: torch.Tensor
+    individual: torch.Tensor
     bias: float
-    top_concepts: np.ndarray
-    top_concept_weights: np.ndarray
-    hidden_neighbours: np.ndarray
-    hidden_similarity: np.ndarray
+    top_concepts: torch.Tensor
+    top_concept_weights: torch.Tensor
+    hidden_neighbours: torch.Tensor
+    hidden_similarity: torch.Tensor
 
     def to_frame(self, instruments=None, concept_names=None):
         """A DataFrame with one row per stock; names replace indices when given."""
@@ -100,20 +100,20 @@ class HISTExplanation:
         frame = pd.DataFrame(
             {
                 "instrument": instruments,
-                "prediction": self.prediction,
-                "predefined": self.predefined,
-                "hidden": self.hidden,
-                "individual": self.individual,
+                "prediction": self.prediction.numpy(),
+                "predefined": self.predefined.numpy(),
+                "hidden": self.hidden.numpy(),
+                "individual": self.individual.numpy(),
                 "bias": self.bias,
             }
         )
         frame["top_concepts"] = [
-            [(concept_label(k), float(w)) for k, w in zip(ks, ws) if k >= 0]
-            for ks, ws in zip(self.top_concepts, self.top_concept_weights)
+            [(concept_label(k), w) for k, w in zip(ks, ws) if k >= 0]
+            for ks, ws in zip(self.top_concepts.tolist(), self.top_concept_weights.tolist())
         ]
         frame["hidden_neighbours"] = [
-            [(instruments[j], float(s)) for j, s in zip(js, ss)]
-            for js, ss in zip(self.hidden_neighbours, self.hidden_similarity)
+            [(instruments[j], s) for j, s in zip(js, ss)]
+            for js, ss in zip(self.hidden_neighbours.tolist(), self.hidden_similarity.tolist())
         ]
         return frame
 
@@ -372,15 +372,15 @@ class HIST(nn.Module):
         neighbours = parts.hidden_links
         neighbour_similarity = (unit_rows(parts.residual_h)[:, None, :] * unit_rows(parts.residual_h)[neighbours]).sum(-1)
         return HISTExplanation(
-            prediction=prediction.cpu().numpy(),
-            predefined=predefined.cpu().numpy(),
-            hidden=hidden.cpu().numpy(),
-            individual=individual.cpu().numpy(),
+            prediction=prediction.cpu(),
+            predefined=predefined.cpu(),
+            hidden=hidden.cpu(),
+            individual=individual.cpu(),
             bias=float(b),
-            top_concepts=top_ids.cpu().numpy(),
-            top_concept_weights=top_weights.cpu().numpy(),
-            hidden_neighbours=neighbours.cpu().numpy(),
-            hidden_similarity=neighbour_similarity.cpu().numpy(),
+            top_concepts=top_ids.cpu(),
+            top_concept_weights=top_weights.cpu(),
+            hidden_neighbours=neighbours.cpu(),
+            hidden_similarity=neighbour_similarity.cpu(),
         )
 
     @staticmethod

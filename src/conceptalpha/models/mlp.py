@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from conceptalpha.errors import UserError
+from conceptalpha.models.rnn import check_rates
 
 
 class MLP(nn.Module):
@@ -23,6 +24,7 @@ class MLP(nn.Module):
         super().__init__()
         if num_layers < 1 or hidden_size < 1:
             raise UserError(f"MLP hidden_size and num_layers must be >= 1, got {hidden_size} and {num_layers}")
+        check_rates("MLP", dropout=dropout)
         self.input_size = input_size
         layers: list[nn.Module] = [nn.Dropout(dropout)]
         width = input_size

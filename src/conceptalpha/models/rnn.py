@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from conceptalpha.errors import UserError
+from conceptalpha.models.fast_gru import gru_last_state
 
 RNNType = Literal["GRU", "LSTM"]
 RNN_TYPES: dict[str, type[nn.RNNBase]] = {"GRU": nn.GRU, "LSTM": nn.LSTM}
@@ -36,12 +37,20 @@ def as_sequence(x: torch.Tensor, d_feat: int) -> torch.Tensor:
     raise ValueError(f"expected x of shape [N, T, {d_feat}] or [N, T·{d_feat}], got {tuple(x.shape)}")
 
 
+def check_rates(model: str, **rates: float) -> None:
+    """``UserError`` naming the first dropout rate outside [0, 1)."""
+    for name, rate in rates.items():
+        if not 0.0 <= rate < 1.0:
+            raise UserError(f"{model} {name} must be in [0, 1), got {rate}")
+
+
 def make_rnn(rnn_type: str, input_size: int, hidden_size: int, num_layers: int, dropout: float) -> nn.RNNBase:
     """A batch-first GRU or LSTM; ``UserError`` for another type name."""
     if rnn_type not in RNN_TYPES:
         raise UserError(f"rnn_type {rnn_type!r} is not one of {sorted(RNN_TYPES)}")
     if num_layers < 1 or hidden_size < 1:
         raise UserError(f"hidden_size and num_layers must be >= 1, got {hidden_size} and {num_layers}")
+    check_rates(rnn_type, dropout=dropout)
     return RNN_TYPES[rnn_type](
         input_size=input_size,
         hidden_size=hidden_size,
@@ -49,6 +58,17 @@ def make_rnn(rnn_type: str, input_size: int, hidden_size: int, num_layers: int, 
         dropout=dropout if num_layers > 1 else 0.0,
         batch_first=True,
     )
+
+
+def last_state(rnn: nn.RNNBase, x: torch.Tensor) -> torch.Tensor:
+    """Top layer's output at the last step [N, H] of a batch-first GRU/LSTM on ``x`` [N, T, F].
+
+    GRUs go through :func:`gru_last_state` (same function, faster CPU backward), as HIST's encoder does,
+    so the baselines and HIST are timed on equal terms.
+    """
+    if isinstance(rnn, nn.GRU):
+        return gru_last_state(rnn, x)
+    return rnn(x)[0][:, -1, :]
 
 
 class RNNModel(nn.Module):
@@ -73,8 +93,7 @@ class RNNModel(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Last-day hidden state E [N, H] of ``x`` [N, T, F]."""
-        out, _ = self.rnn(as_sequence(x, self.d_feat))
-        return out[:, -1, :]
+        return last_state(self.rnn, as_sequence(x, self.d_feat))
 
     def forward(self, x, membership=None, market_cap=None) -> torch.Tensor:
         return self.fc_out(self.encode(x)).squeeze(-1)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from conceptalpha.errors import UserError
-from conceptalpha.models.rnn import as_sequence
+from conceptalpha.models.rnn import as_sequence, check_rates
 
 
 class SFM(nn.Module):
@@ -46,6 +46,7 @@ class SFM(nn.Module):
             raise UserError(
                 f"SFM hidden_size, output_dim and freq_dim must be >= 1, got {hidden_size}, {output_dim}, {freq_dim}"
             )
+        check_rates("SFM", dropout_W=dropout_W, dropout_U=dropout_U)
         self.d_feat = d_feat
         self.hidden_size = hidden_size
         self.freq_dim = freq_dim

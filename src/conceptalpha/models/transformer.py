@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from conceptalpha.errors import UserError
-from conceptalpha.models.rnn import as_sequence
+from conceptalpha.models.rnn import as_sequence, check_rates
 
 
 def sinusoidal_positions(length: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -45,6 +45,7 @@ class Transformer(nn.Module):
         super().__init__()
         if hidden_size % num_heads != 0:
             raise UserError(f"Transformer hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
+        check_rates("Transformer", dropout=dropout)
         self.d_feat = d_feat
         self.hidden_size = hidden_size
         self.input_proj = nn.Linear(d_feat, hidden_size)
