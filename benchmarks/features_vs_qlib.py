@@ -2,7 +2,7 @@
 
 Each side runs in its own subprocess (pyqlib under the interpreter given by
 ``--qlib-python``, e.g. a venv with ``pip install -e .[compare]``), so that its
-wall time and peak resident memory (``ru_maxrss``) are its own. Each child
+wall time and peak resident memory (VmHWM) are its own. Each child
 writes its table to a temporary .npy + index file; the parent then compares
 them row by row and prints one JSON object:
 
@@ -38,6 +38,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM (Linux) restarts at exec; ru_maxrss would
+    carry over the parent's peak, which holds the previous comparison's tables."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -43,7 +43,10 @@ def time_model(name: str, x: torch.Tensor, y: torch.Tensor, repeats: int) -> dic
 
     def train_step() -> None:
         model.train()
-        loss = model.training_loss({"x": x, "y": y}) if hasattr(model, "training_loss") else (model(x) - y).square().mean()
+        if hasattr(model, "training_loss"):
+            loss = model.training_loss({"x": x, "y": y})
+        else:
+            loss = (model(x) - y).square().mean()
         loss.backward()
         model.zero_grad(set_to_none=True)
 

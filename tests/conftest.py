@@ -24,11 +24,11 @@ def shared_data() -> Path:
 
 @pytest.fixture(autouse=True)
 def _torch_threads():
-    """Keep tests on at most 2 threads, as on the CI machine."""
+    """One torch thread: tiny test tensors gain nothing from more, and threads fight on 2 shared cores."""
     try:
         import torch
 
-        torch.set_num_threads(min(2, torch.get_num_threads()))
+        torch.set_num_threads(1)
     except ImportError:
         pass
     yield

@@ -145,7 +145,7 @@ def test_idxmax_follows_numpy_argmax_on_the_series_from_its_first_bar(w):
 def test_regression_skips_missing_days_but_keeps_their_positions():
     a = _late_series_with_gaps()
     w = 10
-    slope, rsq, resid = ops.regression(a, w)
+    slope, rsq, resid = ops.regression(a, (w,))[w]
     for t in (35, 55, 85):
         y = a[t - w + 1 : t + 1, 2].astype(np.float64)
         x = np.arange(1, w + 1)

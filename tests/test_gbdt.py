@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from zoo_fakes import FakeDayDataset
 
-from conceptalpha.errors import DataError
+from conceptalpha.errors import DataError, UserError
 from conceptalpha.models.gbdt import (
     ALPHA158_PARAMS,
     ALPHA360_PARAMS,
@@ -104,3 +104,10 @@ def test_fit_predict_writes_the_model_and_labels_segments(tmp_path):
     assert set(preds["segment"]) == {"valid", "test"}
     n_rows = sum(dataset.day(t).n for seg in ("valid", "test") for t in dataset.days(seg))
     assert len(preds) == n_rows
+
+
+def test_misspelt_parameters_are_named_not_silently_ignored():
+    with pytest.raises(UserError, match="'colsample_bytre'.*'colsample_bytree'"):
+        LightGBMModel(colsample_bytre=0.8)
+    with pytest.raises(UserError, match="loss"):
+        LightGBMModel(loss="huber")

@@ -81,7 +81,7 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path | None = None, 
         for entry in config.models:
             for seed in config.seeds:
                 job = _job_dir(run_dir, entry.name, seed, w if config.rolling.enabled else None)
-                preds, expl, secs = _run_or_reuse(inputs, dataset, config, entry, seed, job, resume, progress)
+                preds, expl, secs = _run_or_reuse(inputs, dataset, segments, config, entry, seed, job, resume, progress)
                 predictions.append(preds.assign(window=w))
                 if expl is not None:
                     explanations.append(expl.assign(model=entry.name, seed=seed))
@@ -116,7 +116,7 @@ def _job_dir(run_dir: Path, model: str, seed: int, window: int | None) -> Path:
     return job / f"window{window}" if window is not None else job
 
 
-def _run_or_reuse(inputs: Inputs, dataset, config, entry, seed, job: Path, resume: bool, progress: bool):
+def _run_or_reuse(inputs: Inputs, dataset, segments: dict, config, entry, seed, job: Path, resume: bool, progress: bool):
     done = job / "predictions.parquet"
     if done.exists():
         meta = json.loads((job / "job.json").read_text(encoding="utf-8"))
@@ -124,7 +124,7 @@ def _run_or_reuse(inputs: Inputs, dataset, config, entry, seed, job: Path, resum
         return pd.read_parquet(done), (pd.read_parquet(expl) if expl.exists() else None), meta["train_seconds"]
     log.info("train %s seed %d in %s", entry.name, seed, job)
     entry = entry.model_copy(update={"trainer": {"show_progress": progress, **entry.trainer}}) if _is_neural(entry.name) else entry
-    out = run_one(inputs, dataset, config, entry, seed, job, resume=True)
+    out = run_one(inputs, dataset, segments, config, entry, seed, job, resume=True)
     if out["explanations"] is not None:
         _write_parquet(job / "explanations.parquet", out["explanations"])
     _write_parquet(done, out["predictions"])

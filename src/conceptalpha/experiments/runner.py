@@ -139,13 +139,13 @@ def trainer_config(config: ExperimentConfig, entry, seed: int, spec) -> Any:
         raise UserError(f"trainer settings for {entry.name}: {err.errors()[0]['loc'][0]}: {err.errors()[0]['msg']}") from None
 
 
-def run_one(inputs: Inputs, dataset, config: ExperimentConfig, entry, seed: int, job_dir: Path, resume: bool) -> dict:
+def run_one(inputs: Inputs, dataset, segments: dict, config: ExperimentConfig, entry, seed: int, job_dir: Path, resume: bool) -> dict:
     """Train one model with one seed; returns predictions (valid+test), explanations, timing."""
     from conceptalpha.models.registry import build_model, get_model_spec
 
     spec = get_model_spec(entry.name)
     if entry.features and entry.features != config.features.feature_set:
-        dataset = build_window_dataset(inputs, config, dataset.segments, entry.features)
+        dataset = build_window_dataset(inputs, config, segments, entry.features)
     started = time.perf_counter()
     explanations = None
     if spec.kind == "gbdt":
@@ -173,46 +173,42 @@ def run_one(inputs: Inputs, dataset, config: ExperimentConfig, entry, seed: int,
 
 
 def explain_segment(model, dataset, inputs: Inputs, segment: str) -> pd.DataFrame:
-    """HIST's additive split of every test prediction, plus each day's most attended concepts."""
-    import torch
-
-    frames = []
-    device = next(model.parameters()).device
-    model.eval()
-    with torch.no_grad():
-        for t in dataset.days(segment):
-            day = dataset.day(t)
-            ex = model.explain(
-                torch.from_numpy(day.x).to(device),
-                _to_torch_sparse(inputs.membership(day), device),
-                torch.from_numpy(day.market_cap).to(device),
-            )
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "datetime": day.date,
-                        "instrument": day.instruments,
-                        "part_predefined": ex.predefined.cpu().numpy(),
-                        "part_hidden": ex.hidden.cpu().numpy(),
-                        "part_individual": ex.individual.cpu().numpy(),
-                        "top_concept": _concept_names(inputs.graph, ex.top_concepts),
-                    }
-                )
-            )
+    """HIST's additive split of every prediction of a segment, with each stock's top concept."""
+    frames = [explain_day(model, inputs, dataset.day(t)).assign(datetime=dataset.day(t).date) for t in dataset.days(segment)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _concept_names(graph: ConceptGraph, top_concepts) -> list[str | None]:
-    names = graph.concepts["label"].to_numpy()
-    idx = top_concepts[:, 0].cpu().numpy() if top_concepts.numel() else np.full(len(top_concepts), -1)
-    return [names[i] if i >= 0 else None for i in idx]
+def explain_day(model, inputs: Inputs, day) -> pd.DataFrame:
+    """One day's scores split into predefined / hidden / individual parts (they sum to score − bias).
 
-
-def _to_torch_sparse(matrix, device):
+    ``top_concepts`` lists the stock's most attended predefined concepts with their
+    attention weight; ``hidden_neighbours`` the stocks it shares a hidden concept with.
+    """
     import torch
 
-    if matrix is None:
-        return None
-    coo = matrix.tocoo()
-    indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
-    return torch.sparse_coo_tensor(indices, torch.from_numpy(coo.data.astype(np.float32)), coo.shape).coalesce().to(device)
+    device = next(model.parameters()).device
+    model.eval()
+    with torch.no_grad():
+        ex = model.explain(
+            torch.from_numpy(day.x).to(device),
+            inputs.membership(day),
+            torch.from_numpy(day.market_cap).to(device),
+        )
+    frame = ex.to_frame(day.instruments, inputs.graph.concepts.sort_values("id")["label"].to_numpy())
+    return pd.DataFrame(
+        {
+            "instrument": frame["instrument"],
+            "score": frame["prediction"],
+            "part_predefined": frame["predefined"],
+            "part_hidden": frame["hidden"],
+            "part_individual": frame["individual"],
+            "bias": frame["bias"],
+            "top_concept": [links[0][0] if links else None for links in frame["top_concepts"]],
+            "top_concepts": [_pairs(links, "{:.2f}") for links in frame["top_concepts"]],
+            "hidden_neighbours": [_pairs(links, "{:.2f}") for links in frame["hidden_neighbours"]],
+        }
+    )
+
+
+def _pairs(pairs, fmt: str) -> str:
+    return "; ".join(f"{name} ({fmt.format(value)})" for name, value in pairs)

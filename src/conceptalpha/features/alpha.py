@@ -92,22 +92,21 @@ def alpha360_rows(fields: np.ndarray, t: np.ndarray, i: np.ndarray) -> np.ndarra
 
 
 class _Bars:
-    """The float32 [D, N] inputs of Alpha158 and the sub-expressions several features share."""
+    """The float32 [D, N] inputs of Alpha158 and the sub-expressions several features share.
 
-    def __init__(self, panel: BarPanel):
-        missing = np.full(panel.shape, np.nan, dtype=np.float32)
+    Shared results are cached under ``"<name>:<detail>"`` keys and dropped after
+    the last operator that uses ``<name>`` (:data:`_LAST_USER`).
+    """
 
-        def field(name: str) -> np.ndarray:
-            return panel.fields[name] if panel.has(name) else missing
-
-        self.open, self.high, self.low, self.close = field("open"), field("high"), field("low"), field("close")
-        self.vwap, self.volume = field("vwap"), field("volume")
-        self.first = ops.first_bar(self.close)
+    def __init__(self, fields: dict[str, np.ndarray], first: np.ndarray):
+        self.open, self.high, self.low, self.close = (fields[k] for k in ("open", "high", "low", "close"))
+        self.vwap, self.volume = fields["vwap"], fields["volume"]
+        self.first = first  # [D, N]: where each cell's series starts
         self.volume_denom = self.volume + EPS
         self.range_denom = self.high - self.low + EPS
-        self._cache: dict[str, np.ndarray] = {}
+        self._cache: dict[str, object] = {}
 
-    def shared(self, key: str, make: Callable[[], np.ndarray]) -> np.ndarray:
+    def shared(self, key: str, make: Callable[[], object]):
         if key not in self._cache:
             self._cache[key] = make()
         return self._cache[key]
@@ -117,56 +116,71 @@ class _Bars:
         for key in [k for k in self._cache if _LAST_USER[k.split(":")[0]] == operator]:
             del self._cache[key]
 
-    def up_down(self, a: np.ndarray, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Greater(a − Ref(a,1), 0), Greater(Ref(a,1) − a, 0), Abs(a − Ref(a,1)) (float32)."""
+    def rolling(self, name: str, make: Callable[[], np.ndarray]) -> ops.Rolling:
+        """Window statistics of a named input (its running sums are shared by all windows)."""
+        return self.shared(f"{name}:", lambda: ops.Rolling(make(), self.first))
 
-        def make():
-            prev = ops.shift(a, 1)
-            return np.maximum(a - prev, 0), np.maximum(prev - a, 0), np.abs(a - prev)
-
-        return self.shared(f"updown_{key}:", make)
-
-    def compare_prev(self, greater: bool) -> np.ndarray:
-        """close > Ref(close,1) (or <) as 1/0 from the first bar on, NaN before (Qlib: no row)."""
-        prev = ops.shift(self.close, 1)
-        hit = self.close > prev if greater else self.close < prev
-        return np.where(ops.since_first_bar(self.close, self.first), hit, np.nan)
+    def close_std(self, w: int) -> np.ndarray:
+        """Std($close, w): used by STD, and by RSQR and CORR to spot near-constant windows."""
+        return self.shared(f"close:std{w}", lambda: self.rolling("close", lambda: self.close).std(w))
 
     def regression(self, w: int):
-        return self.shared(f"reg:{w}", lambda: ops.regression(self.close, w))
+        stds = {v: self.close_std(v) for v in WINDOWS}
+        return self.shared("reg:", lambda: ops.regression(self.close, WINDOWS, stds))[w]
 
-    def count_mean(self, greater: bool, w: int) -> np.ndarray:
-        return self.shared(f"cnt:{greater}{w}", lambda: ops.rolling_mean(self.compare_prev(greater), w))
+    def minmax(self, w: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.shared(f"minmax:{w}", lambda: (ops.rolling_max(self.high, w), ops.rolling_min(self.low, w)))
 
     def idx(self, which: str, w: int) -> np.ndarray:
         if which == "max":
             return self.shared("imax:", lambda: ops.rolling_idxmax(self.high, WINDOWS, self.first))[w]
         return self.shared("imin:", lambda: ops.rolling_idxmin(self.low, WINDOWS, self.first))[w]
 
-    def minmax(self, w: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.shared(f"minmax:{w}", lambda: (ops.rolling_max(self.high, w), ops.rolling_min(self.low, w)))
+    def count_mean(self, greater: bool, w: int) -> np.ndarray:
+        """Mean($close>Ref($close, 1), w) (or <): 1/0 from the first bar on; before it Qlib has no row."""
 
-    def change_volume(self) -> np.ndarray:
-        """Abs(close/Ref(close,1) − 1) · volume (float32)."""
-        return self.shared("chvol:", lambda: np.abs(self.close / ops.shift(self.close, 1) - 1) * self.volume)
+        def flags():
+            prev = ops.shift(self.close, 1)
+            hit = self.close > prev if greater else self.close < prev
+            return np.where(ops.since_first_bar(self.close, self.first), hit, np.nan)
 
-    def sums(self, a: np.ndarray, key: str, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rolling sums of gains, losses and absolute changes of ``a`` over w days."""
+        return self.rolling(f"flag_{greater}", flags).mean(w)
+
+    def change_volume(self) -> ops.Rolling:
+        """Abs($close/Ref($close, 1)-1)*$volume (float32)."""
+        return self.rolling("chvol", lambda: np.abs(self.close / ops.shift(self.close, 1) - 1) * self.volume)
+
+    def sums(self, name: str, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sum of gains, Sum of losses, Sum of |changes| + 1e-12 of $close or $volume over w days."""
 
         def make():
-            up, down, absolute = self.up_down(a, key)
-            return ops.rolling_sum(up, w), ops.rolling_sum(down, w), ops.rolling_sum(absolute, w) + 1e-12
+            a = self.close if name == "close" else self.volume
+            prev = ops.shift(a, 1)
+            gains = ops.rolling_sum(np.maximum(a - prev, 0), w)
+            losses = ops.rolling_sum(np.maximum(prev - a, 0), w)
+            return gains, losses, ops.rolling_sum(np.abs(a - prev), w) + 1e-12
 
-        return self.shared(f"sums_{key}:{w}", make)
+        return self.shared(f"{name}_sums:{w}", make)
+
+    def corr_close_logvolume(self, w: int) -> np.ndarray:
+        """Corr($close, Log($volume+1), w)."""
+        logvol = self.rolling("logvol", lambda: np.log(self.volume + np.float32(1)))
+        return ops.rolling_corr(self.close, logvol.a, w, std_a=self.close_std(w), std_b=logvol.std(w))
+
+    def corr_changes(self, w: int) -> np.ndarray:
+        """Corr($close/Ref($close,1), Log($volume/Ref($volume, 1)+1), w)."""
+        ratio = self.rolling("ratio", lambda: self.close / ops.shift(self.close, 1))
+        logratio = self.rolling("logratio", lambda: np.log(self.volume / ops.shift(self.volume, 1) + np.float32(1)))
+        return ops.rolling_corr(ratio.a, logratio.a, w, std_a=ratio.std(w), std_b=logratio.std(w))
 
 
 ALPHA158_KBAR: dict[str, Callable[[_Bars], np.ndarray]] = {
     "KMID": lambda b: (b.close - b.open) / b.open,  # ($close-$open)/$open
     "KLEN": lambda b: (b.high - b.low) / b.open,  # ($high-$low)/$open
     "KMID2": lambda b: (b.close - b.open) / b.range_denom,  # ($close-$open)/($high-$low+1e-12)
-    "KUP": lambda b: (b.high - np.maximum(b.open, b.close)) / b.open,
+    "KUP": lambda b: (b.high - np.maximum(b.open, b.close)) / b.open,  # ($high-Greater($open, $close))/$open
     "KUP2": lambda b: (b.high - np.maximum(b.open, b.close)) / b.range_denom,
-    "KLOW": lambda b: (np.minimum(b.open, b.close) - b.low) / b.open,
+    "KLOW": lambda b: (np.minimum(b.open, b.close) - b.low) / b.open,  # (Less($open, $close)-$low)/$open
     "KLOW2": lambda b: (np.minimum(b.open, b.close) - b.low) / b.range_denom,
     "KSFT": lambda b: (2 * b.close - b.high - b.low) / b.open,  # (2*$close-$high-$low)/$open
     "KSFT2": lambda b: (2 * b.close - b.high - b.low) / b.range_denom,
@@ -174,14 +188,14 @@ ALPHA158_KBAR: dict[str, Callable[[_Bars], np.ndarray]] = {
 
 ALPHA158_PRICE = ("open", "high", "low", "vwap")  # $field/$close
 
-Rolling = Callable[[_Bars, int], np.ndarray]
-ALPHA158_ROLLING: dict[str, Rolling] = {
+RollingFeature = Callable[[_Bars, int], np.ndarray]
+ALPHA158_ROLLING: dict[str, RollingFeature] = {
     # Ref($close, d)/$close
     "ROC": lambda b, w: ops.shift(b.close, w) / b.close,
     # Mean($close, d)/$close
-    "MA": lambda b, w: ops.rolling_mean(b.close, w) / b.close,
+    "MA": lambda b, w: b.rolling("close", lambda: b.close).mean(w) / b.close,
     # Std($close, d)/$close
-    "STD": lambda b, w: ops.rolling_std(b.close, w) / b.close,
+    "STD": lambda b, w: b.close_std(w) / b.close,
     # Slope($close, d)/$close
     "BETA": lambda b, w: b.regression(w)[0] / b.close,
     # Rsquare($close, d)
@@ -197,7 +211,7 @@ ALPHA158_ROLLING: dict[str, Rolling] = {
     # Quantile($close, d, 0.2)/$close
     "QTLD": lambda b, w: ops.rolling_quantile(b.close, w, 0.2) / b.close,
     # Rank($close, d)
-    "RANK": lambda b, w: ops.rolling_rank(b.close, w),
+    "RANK": lambda b, w: b.shared("rank:", lambda: ops.rolling_ranks(b.close, WINDOWS))[w],
     # ($close-Min($low, d))/(Max($high, d)-Min($low, d)+1e-12)
     "RSV": lambda b, w: (b.close - b.minmax(w)[1]) / (b.minmax(w)[0] - b.minmax(w)[1] + 1e-12),
     # IdxMax($high, d)/d
@@ -207,11 +221,9 @@ ALPHA158_ROLLING: dict[str, Rolling] = {
     # (IdxMax($high, d)-IdxMin($low, d))/d
     "IMXD": lambda b, w: (b.idx("max", w) - b.idx("min", w)) / w,
     # Corr($close, Log($volume+1), d)
-    "CORR": lambda b, w: ops.rolling_corr(b.close, np.log(b.volume + np.float32(1)), w),
+    "CORR": lambda b, w: b.corr_close_logvolume(w),
     # Corr($close/Ref($close,1), Log($volume/Ref($volume, 1)+1), d)
-    "CORD": lambda b, w: ops.rolling_corr(
-        b.close / ops.shift(b.close, 1), np.log(b.volume / ops.shift(b.volume, 1) + np.float32(1)), w
-    ),
+    "CORD": lambda b, w: b.corr_changes(w),
     # Mean($close>Ref($close, 1), d)
     "CNTP": lambda b, w: b.count_mean(True, w),
     # Mean($close<Ref($close, 1), d)
@@ -219,44 +231,105 @@ ALPHA158_ROLLING: dict[str, Rolling] = {
     # Mean($close>Ref($close, 1), d)-Mean($close<Ref($close, 1), d)
     "CNTD": lambda b, w: b.count_mean(True, w) - b.count_mean(False, w),
     # Sum(Greater($close-Ref($close, 1), 0), d)/(Sum(Abs($close-Ref($close, 1)), d)+1e-12)
-    "SUMP": lambda b, w: b.sums(b.close, "close", w)[0] / b.sums(b.close, "close", w)[2],
+    "SUMP": lambda b, w: b.sums("close", w)[0] / b.sums("close", w)[2],
     # Sum(Greater(Ref($close, 1)-$close, 0), d)/(Sum(Abs($close-Ref($close, 1)), d)+1e-12)
-    "SUMN": lambda b, w: b.sums(b.close, "close", w)[1] / b.sums(b.close, "close", w)[2],
-    # (Sum(Greater(..., 0), d)-Sum(Greater(Ref-..., 0), d))/(Sum(Abs(...), d)+1e-12)
-    "SUMD": lambda b, w: (b.sums(b.close, "close", w)[0] - b.sums(b.close, "close", w)[1])
-    / b.sums(b.close, "close", w)[2],
+    "SUMN": lambda b, w: b.sums("close", w)[1] / b.sums("close", w)[2],
+    # (Sum(Greater($close-Ref($close, 1), 0), d)-Sum(Greater(Ref($close, 1)-$close, 0), d))/(Sum(Abs(...), d)+1e-12)
+    "SUMD": lambda b, w: (b.sums("close", w)[0] - b.sums("close", w)[1]) / b.sums("close", w)[2],
     # Mean($volume, d)/($volume+1e-12)
-    "VMA": lambda b, w: ops.rolling_mean(b.volume, w) / b.volume_denom,
+    "VMA": lambda b, w: b.rolling("volume", lambda: b.volume).mean(w) / b.volume_denom,
     # Std($volume, d)/($volume+1e-12)
-    "VSTD": lambda b, w: ops.rolling_std(b.volume, w) / b.volume_denom,
+    "VSTD": lambda b, w: b.rolling("volume", lambda: b.volume).std(w) / b.volume_denom,
     # Std(Abs($close/Ref($close, 1)-1)*$volume, d)/(Mean(Abs($close/Ref($close, 1)-1)*$volume, d)+1e-12)
-    "WVMA": lambda b, w: ops.rolling_std(b.change_volume(), w) / (ops.rolling_mean(b.change_volume(), w) + 1e-12),
-    # Sum(Greater($volume-Ref($volume, 1), 0), d)/(Sum(Abs($volume-Ref($volume, 1)), d)+1e-12)
-    "VSUMP": lambda b, w: b.sums(b.volume, "volume", w)[0] / b.sums(b.volume, "volume", w)[2],
-    "VSUMN": lambda b, w: b.sums(b.volume, "volume", w)[1] / b.sums(b.volume, "volume", w)[2],
-    "VSUMD": lambda b, w: (b.sums(b.volume, "volume", w)[0] - b.sums(b.volume, "volume", w)[1])
-    / b.sums(b.volume, "volume", w)[2],
+    "WVMA": lambda b, w: b.change_volume().std(w) / (b.change_volume().mean(w) + 1e-12),
+    # the same three sums of $volume
+    "VSUMP": lambda b, w: b.sums("volume", w)[0] / b.sums("volume", w)[2],
+    "VSUMN": lambda b, w: b.sums("volume", w)[1] / b.sums("volume", w)[2],
+    "VSUMD": lambda b, w: (b.sums("volume", w)[0] - b.sums("volume", w)[1]) / b.sums("volume", w)[2],
 }
 
-
-# Which operator is the last to use each shared sub-expression (see _Bars).
+# The last operator that uses each shared input or result (see _Bars.release_after).
 _LAST_USER = {
-    "reg": "RESI", "minmax": "RSV", "imax": "IMXD", "imin": "IMXD", "cnt": "CNTD", "chvol": "WVMA",
-    "updown_close": "SUMD", "sums_close": "SUMD", "updown_volume": "VSUMD", "sums_volume": "VSUMD",
+    "close": "CORR", "reg": "RESI", "rank": "RANK", "minmax": "RSV", "imax": "IMXD", "imin": "IMXD", "logvol": "CORR",
+    "ratio": "CORD", "logratio": "CORD", "flag_True": "CNTD", "flag_False": "CNTD", "close_sums": "SUMD",
+    "volume": "VSTD", "chvol": "WVMA", "volume_sums": "VSUMD",
 }
 
 
-def alpha158_columns(panel: BarPanel):
-    """Yield (name, float32 [D, N] array) for the 158 features in Qlib's order."""
-    bars = _Bars(panel)
+class _Packing:
+    """Instrument histories laid end to end down the columns of a shorter [H, C] array.
+
+    Only the days a table needs are computed: for each instrument, from
+    ``HISTORY`` days before its first requested row (or its first bar) to its
+    last requested row. The segments are packed first-fit (longest first) into
+    columns of the calendar's length, separated by ``HISTORY`` + 1 NaN rows, so
+    no window or ``Ref`` reaches from one segment into the next. On the CSI300
+    data this halves the cells every Alpha158 operator runs over.
+    """
+
+    HISTORY = 61  # days before a row that any Alpha158 feature reads (window 60 over Ref(., 1))
+
+    def __init__(self, close: np.ndarray, t: np.ndarray, i: np.ndarray):
+        d, n = close.shape
+        first_bar = ops.first_bar(close)
+        lo = np.full(n, d)
+        np.minimum.at(lo, i, t)
+        hi = np.full(n, -1)
+        np.maximum.at(hi, i, t)
+        used = np.flatnonzero(hi >= 0)
+        lo[used] = np.maximum(lo[used] - self.HISTORY, first_bar[used])
+        placed = self._place(hi[used] - lo[used] + 1, d)
+        columns = 1 + max(c for c, _ in placed)
+        self.src = np.full((d, columns), -1, dtype=np.int64)  # flat panel index of each cell, -1 in gaps
+        self.first = np.full((d, columns), d, dtype=np.int64)  # row where the cell's segment starts
+        for inst, (c, row) in zip(used, placed):
+            length = hi[inst] - lo[inst] + 1
+            self.src[row : row + length, c] = np.arange(lo[inst], hi[inst] + 1) * n + inst
+            self.first[row : row + length, c] = row
+        for c in range(columns):  # a gap row belongs to the segment below it (it is never after its start)
+            col = self.first[:, c]
+            col[:] = np.minimum.accumulate(col[::-1])[::-1]
+        self.dest = np.full(d * n, -1, dtype=np.int64)  # packed flat index of each panel cell
+        inside = self.src >= 0
+        self.dest[self.src[inside]] = np.flatnonzero(inside.ravel())
+        self.shape = (d, columns)
+
+    @classmethod
+    def _place(cls, lengths: np.ndarray, height: int) -> list[tuple[int, int]]:
+        """(column, first row) of each segment, first-fit decreasing."""
+        fill: list[int] = []
+        placed: list[tuple[int, int]] = [(0, 0)] * len(lengths)
+        for k in np.argsort(-lengths, kind="stable"):
+            for c, used in enumerate(fill):
+                if used + cls.HISTORY + 1 + lengths[k] <= height:
+                    placed[k] = (c, used + cls.HISTORY + 1)
+                    fill[c] = used + cls.HISTORY + 1 + lengths[k]
+                    break
+            else:
+                placed[k] = (len(fill), 0)
+                fill.append(int(lengths[k]))
+        return placed
+
+    def pack(self, a: np.ndarray) -> np.ndarray:
+        """[D, N] panel array → [H, C] packed (NaN in the gaps)."""
+        return np.where(self.src >= 0, a.ravel().take(np.maximum(self.src, 0)), np.float32(np.nan)).astype(a.dtype)
+
+
+def alpha158_rows(panel: BarPanel, t: np.ndarray, i: np.ndarray):
+    """Yield (name, float32 [R]) for the rows (t[r], i[r]), the 158 features in Qlib's order."""
+    packing = _Packing(panel.field("close"), t, i)
+    missing = np.full(packing.shape, np.nan, dtype=np.float32)
+    fields = {k: packing.pack(panel.fields[k]) if panel.has(k) else missing for k in ALPHA360_FIELDS}
+    bars = _Bars(fields, packing.first)
+    rows = packing.dest[t * panel.shape[1] + i]
     with np.errstate(divide="ignore", invalid="ignore"):
         for name, make in ALPHA158_KBAR.items():
-            yield name, make(bars).astype(np.float32, copy=False)
+            yield name, make(bars).ravel().take(rows).astype(np.float32)
         for field in ALPHA158_PRICE:
-            yield f"{field.upper()}0", (getattr(bars, field) / bars.close).astype(np.float32, copy=False)
+            yield f"{field.upper()}0", (getattr(bars, field) / bars.close).ravel().take(rows).astype(np.float32)
         for name, make in ALPHA158_ROLLING.items():
             for w in WINDOWS:
-                yield f"{name}{w}", make(bars, w).astype(np.float32, copy=False)
+                yield f"{name}{w}", make(bars, w).ravel().take(rows).astype(np.float32)
             bars.release_after(name)
 
 
@@ -311,9 +384,8 @@ def feature_rows(panel: BarPanel, feature_set: str, t: np.ndarray, i: np.ndarray
         bar.update(len(names))
     else:
         columns = np.empty((len(names), len(t)), dtype=np.float32)
-        flat = t * panel.shape[1] + i
-        for j, (_, column) in enumerate(alpha158_columns(panel)):
-            columns[j] = column.ravel().take(flat)
+        for j, (_, column) in enumerate(alpha158_rows(panel, t, i)):
+            columns[j] = column
             bar.update()
         values = columns.T
     bar.close()

@@ -162,7 +162,7 @@ class DailyDataset:
 
     def _features(self, rows: slice) -> np.ndarray:
         if self._fields is None:
-            return self._arrays["x"][rows]
+            return np.ascontiguousarray(self._arrays["x"][rows])  # stored column-major
         a = self._arrays
         window = alpha.alpha360_rows(self._fields, a["rows_t"][rows], a["rows_i"][rows])  # [n, 6, 60]
         return np.ascontiguousarray(self.normalizer.transform(window).transpose(0, 2, 1))

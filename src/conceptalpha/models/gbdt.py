@@ -7,6 +7,7 @@ training label; early stopping watches the valid days' MSE.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,27 @@ ALPHA360_PARAMS: dict[str, Any] = {**ALPHA158_PARAMS, "learning_rate": 0.0421}
 _OBJECTIVES = {"mse": "regression"}
 
 
+def lightgbm_parameter_names() -> frozenset[str] | None:
+    """Every parameter name and alias LightGBM knows, or None if this LightGBM cannot list them."""
+    try:
+        aliases = lgb.basic._ConfigAliases._get_all_param_aliases()
+    except AttributeError:  # a private API: without it, LightGBM's own (silent) handling applies
+        return None
+    return frozenset(aliases) | frozenset(alias for group in aliases.values() for alias in group)
+
+
+def check_parameter_names(params: dict[str, Any]) -> None:
+    """``UserError`` naming the nearest valid name for a parameter LightGBM would silently ignore."""
+    known = lightgbm_parameter_names()
+    if known is None:
+        return
+    for name in params:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UserError(f"unknown LightGBM parameter {name!r}{hint}")
+
+
 class LightGBMModel:
     """LightGBM regressor with early stopping on a validation set.
 
@@ -54,6 +76,7 @@ class LightGBMModel:
             raise UserError(f"LightGBM loss {loss!r} is not supported; expected one of {sorted(_OBJECTIVES)}")
         self.num_boost_round = int(settings.pop("num_boost_round"))
         self.early_stopping_rounds = int(settings.pop("early_stopping_rounds"))
+        check_parameter_names(settings)
         self.params = {"objective": _OBJECTIVES[loss], "verbosity": -1, "deterministic": True, **settings}
         self.booster: lgb.Booster | None = None
 
@@ -119,7 +142,9 @@ def resolve_params(params: dict[str, Any], seq_len: int | None) -> dict[str, Any
     return {**params, "learning_rate": reference["learning_rate"]}
 
 
-def stack_segment(dataset: DayDataset, segment: str, labelled_only: bool) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+def stack_segment(
+    dataset: DayDataset, segment: str, labelled_only: bool
+) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """All rows of a segment's days: features [n, F'] (windows flattened), training label [n], and the
     row index (datetime, instrument, raw label). With ``labelled_only``, rows whose training label is
     missing are dropped."""

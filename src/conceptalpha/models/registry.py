@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Literal
 
 from conceptalpha.errors import UserError
 from conceptalpha.models.gats import GATs
 from conceptalpha.models.gbdt import ALPHA158_PARAMS, LightGBMModel, resolve_params
+from conceptalpha.models.hist import HIST
 from conceptalpha.models.mlp import MLP
 from conceptalpha.models.rnn import ALSTM, RNNModel
 from conceptalpha.models.sfm import SFM
@@ -44,14 +46,9 @@ def _build_mlp(d_feat: int, seq_len: int | None, **hp: Any) -> MLP:
     return MLP(input_size=d_feat * (seq_len or 1), **hp)
 
 
-def _build_rnn(rnn_type: str) -> Callable[..., RNNModel]:
-    def build(d_feat: int, seq_len: int | None, **hp: Any) -> RNNModel:
-        return RNNModel(d_feat=d_feat, rnn_type=rnn_type, **hp)
+def _sequence_builder(cls: Callable[..., Any]) -> Callable[..., Any]:
+    """build(d_feat, seq_len, **hp) for a model that reads sequences [N, T, F] of any length T."""
 
-    return build
-
-
-def _sequence_builder(cls: type) -> Callable[..., Any]:
     def build(d_feat: int, seq_len: int | None, **hp: Any) -> Any:
         return cls(d_feat=d_feat, **hp)
 
@@ -61,12 +58,6 @@ def _sequence_builder(cls: type) -> Callable[..., Any]:
 def _build_lightgbm(d_feat: int, seq_len: int | None, **params: Any) -> LightGBMModel:
     """``learning_rate="auto"``: Qlib's Alpha360 rate for sequence features, its Alpha158 rate for flat ones."""
     return LightGBMModel(**resolve_params(params, seq_len))
-
-
-def _build_hist(d_feat: int, seq_len: int | None, **hp: Any) -> Any:
-    from conceptalpha.models.hist import HIST  # written separately; the registry must import without it
-
-    return HIST(d_feat=d_feat, **hp)
 
 
 _RNN_DEFAULTS = {"hidden_size": 64, "num_layers": 2, "dropout": 0.0}
@@ -89,7 +80,7 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec(
             name="GRU",
             kind="neural",
-            build=_build_rnn("GRU"),
+            build=_sequence_builder(partial(RNNModel, rnn_type="GRU")),
             defaults=dict(_RNN_DEFAULTS),
             input="sequence",
             uses_concepts=False,
@@ -100,7 +91,7 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec(
             name="LSTM",
             kind="neural",
-            build=_build_rnn("LSTM"),
+            build=_sequence_builder(partial(RNNModel, rnn_type="LSTM")),
             defaults=dict(_RNN_DEFAULTS),
             input="sequence",
             uses_concepts=False,
@@ -175,7 +166,7 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec(
             name="HIST",
             kind="neural",
-            build=_build_hist,
+            build=_sequence_builder(HIST),
             defaults={
                 "hidden_size": 64,
                 "num_layers": 2,
