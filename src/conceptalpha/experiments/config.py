@@ -98,12 +98,17 @@ class ModelEntry(Strict):
 
 
 class RollingSection(Strict):
-    """Walk-forward retraining: test windows of ``step_years`` from ``test_start`` on."""
+    """Walk-forward retraining: test windows of ``step_months`` from the test start on.
+
+    Each window retrains on ``train_months`` (``fixed``) or on everything since the
+    configured train start (``expanding``), validates on the ``valid_months`` just
+    before its test window, and tests on the window.
+    """
 
     enabled: bool = False
-    step_years: int = Field(1, ge=1)
-    train_years: int = Field(5, ge=1)
-    valid_years: int = Field(1, ge=1)
+    step_months: int = Field(12, ge=1)
+    train_months: int = Field(60, ge=1)
+    valid_months: int = Field(12, ge=1)
     mode: Literal["expanding", "fixed"] = "fixed"
 
 

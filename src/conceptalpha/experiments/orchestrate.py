@@ -34,10 +34,9 @@ class RunResult:
 def windows(config: ExperimentConfig) -> list[dict[str, tuple[str, str]]]:
     """Segments of each training window: one for a plain run, several for walk-forward retraining.
 
-    Rolling: test windows of ``step_years`` calendar years from the configured test
-    start to the test end; each is preceded by ``valid_years`` of validation and
-    ``train_years`` of training (``fixed``) or everything from the configured train
-    start (``expanding``).
+    Rolling: test windows of ``step_months`` from the configured test start to the
+    test end; each is preceded by ``valid_months`` of validation and ``train_months``
+    of training (``fixed``) or everything from the configured train start (``expanding``).
     """
     seg = config.segments
     if not config.rolling.enabled:
@@ -47,9 +46,9 @@ def windows(config: ExperimentConfig) -> list[dict[str, tuple[str, str]]]:
     out = []
     start = test_start
     while start <= test_end:
-        stop = min(start + pd.DateOffset(years=roll.step_years) - pd.Timedelta(days=1), test_end)
-        valid_start = start - pd.DateOffset(years=roll.valid_years)
-        train_start = pd.Timestamp(seg.train[0]) if roll.mode == "expanding" else valid_start - pd.DateOffset(years=roll.train_years)
+        stop = min(start + pd.DateOffset(months=roll.step_months) - pd.Timedelta(days=1), test_end)
+        valid_start = start - pd.DateOffset(months=roll.valid_months)
+        train_start = pd.Timestamp(seg.train[0]) if roll.mode == "expanding" else valid_start - pd.DateOffset(months=roll.train_months)
         out.append(
             {
                 "train": (_d(train_start), _d(valid_start - pd.Timedelta(days=1))),

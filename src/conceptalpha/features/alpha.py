@@ -14,8 +14,8 @@ Arithmetic follows Qlib's dtype flow (float32 elementwise, float64 rolling
 results, float32 output) so the numbers agree with pyqlib's to float32
 rounding. A field the data lacks (e.g. ``vwap``) gives all-NaN columns, as in
 Qlib. Rows: a (day, instrument) is emitted when the instrument is a universe
-member that day and has a close; features use the full history before the
-requested start (never anything after the row's day).
+member that day and has a close; features read the days before the requested
+start as history, and never anything after the row's day.
 """
 
 from __future__ import annotations

@@ -99,6 +99,10 @@ class Rolling:
         start = np.maximum(np.arange(1, len(self.a) + 1) - w, 0)
         return totals[1:] - totals[start], counts[1:] - counts[start]
 
+    def count(self, w: int) -> np.ndarray:
+        """How many values the window holds."""
+        return self._window_totals(w)[1]
+
     def sum(self, w: int) -> np.ndarray:
         """Sum of the window's values (NaN when it has none)."""
         sums, counts = self._window_totals(w)
@@ -258,7 +262,7 @@ def _rolling_arg_extreme(a: np.ndarray, windows, first: np.ndarray, sign: int) -
     padded[longest - 1 :] = np.where(since, np.float32(sign) * a, -np.inf)
     best = np.full((d, n), -np.inf, dtype=np.float32)
     best_lag = np.zeros((d, n), dtype=np.int16)
-    count = np.zeros((d, n), dtype=np.int16)
+    values = Rolling(a, first)
     out = {}
     with np.errstate(invalid="ignore"):
         for lag in range(longest):
@@ -266,11 +270,11 @@ def _rolling_arg_extreme(a: np.ndarray, windows, first: np.ndarray, sign: int) -
             take = np.isnan(v) | ((v >= best) & ~np.isnan(best))
             np.copyto(best, v, where=take)
             np.copyto(best_lag, np.int16(lag), where=take)
-            count += np.isfinite(v)
             w = lag + 1
             if w in windows:
                 cut = np.clip(first - (np.arange(d)[:, None] - (w - 1)), 0, w)
-                out[w] = np.where((count > 0) & since, (w - best_lag - cut).astype(np.float64), np.nan)
+                has_value = values.count(w) > 0
+                out[w] = np.where(has_value & since, (w - best_lag - cut).astype(np.float64), np.nan)
     return out
 
 
@@ -292,6 +296,9 @@ def regression(y: np.ndarray, windows, std_y: dict[int, np.ndarray] | None = Non
     slope, rsq, resid = (np.full((d, len(ws), n_inst), np.nan) for _ in range(3))
     n = np.zeros((len(ws), n_inst))
     sx, sxx, sy, syy, sxy = (np.zeros((len(ws), n_inst)) for _ in range(5))
+    # A missing day adds (and later removes) exactly 0 to every sum: y0 is y with NaN → 0, got marks real days.
+    got_all = (~np.isnan(y)).astype(np.float64)
+    y0 = np.where(got_all > 0, y, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         for t in range(d):
             # Age every kept day by one position: x → x − 1.
@@ -299,25 +306,25 @@ def regression(y: np.ndarray, windows, std_y: dict[int, np.ndarray] | None = Non
             sxx = sxx + n - 2 * sx
             sx = sx - n
             src = t - ws[:, 0]
-            old = np.where((src >= 0)[:, None], y[np.maximum(src, 0)], np.nan)  # the day leaving each window
-            kept = ~np.isnan(old)
+            leaving = np.maximum(src, 0)
+            kept = np.where((src >= 0)[:, None], got_all[leaving], 0.0)  # the day leaving each window
+            old = y0[leaving] * kept
             n = n - kept
-            sy = np.where(kept, sy - old, sy)
-            syy = np.where(kept, syy - old * old, syy)
-            new = y[t]
-            got = ~np.isnan(new)
+            sy = sy - old
+            syy = syy - old * old
+            new, got = y0[t], got_all[t]
             n = n + got
-            sx = np.where(got, sx + ws, sx)
-            sxx = np.where(got, sxx + ws * ws, sxx)
-            sy = np.where(got, sy + new, sy)
-            syy = np.where(got, syy + new * new, syy)
-            sxy = np.where(got, sxy + ws * new, sxy)
+            sx = sx + ws * got
+            sxx = sxx + (ws * ws) * got
+            sy = sy + new
+            syy = syy + new * new
+            sxy = sxy + ws * new
             cov = n * sxy - sx * sy
             var_x = n * sxx - sx * sx
             slope[t] = cov / var_x
             r = cov / np.sqrt(var_x * (n * syy - sy * sy))
             rsq[t] = r * r
-            resid[t] = new - (slope[t] * ws + (sy / n - slope[t] * (sx / n)))
+            resid[t] = y[t] - (slope[t] * ws + (sy / n - slope[t] * (sx / n)))
     out = {}
     for k, w in enumerate(windows):
         r2 = np.ascontiguousarray(rsq[:, k])

@@ -1,0 +1,163 @@
+"""End-to-end runs on a tiny synthetic market: run, resume, rolling, grid, predict, CLI."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conceptalpha.errors import UserError
+from conceptalpha.experiments.config import validate_config
+from conceptalpha.experiments.grid import expand_jobs, run_grid
+from conceptalpha.experiments.orchestrate import run_experiment, windows
+from conceptalpha.experiments.predict import predict_date
+
+TINY = {
+    "name": "tiny",
+    "data": {"provider": "synthetic", "synthetic": {"seed": 3, "n_stocks": 30, "n_years": 2}},
+    "concepts": {"min_members": 2},
+    "segments": {"train": ["2010-01-01", "2010-09-30"], "valid": ["2010-10-01", "2010-12-31"], "test": ["2011-01-01", "2011-03-31"]},
+    "models": [{"name": "GRU", "params": {"hidden_size": 8, "num_layers": 1}}],
+    "trainer": {"max_epochs": 2, "patience": 2, "lr": 0.001, "show_progress": False},
+    "seeds": [0],
+}
+
+
+def tiny(**changes) -> dict:
+    raw = json.loads(json.dumps(TINY))
+    raw.update(changes)
+    return raw
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    cfg = validate_config(tiny(models=[{"name": "HIST", "params": {"hidden_size": 8, "num_layers": 1}}, {"name": "GRU", "params": {"hidden_size": 8, "num_layers": 1}}]))
+    run_experiment(cfg, out_dir=out, progress=False)
+    return out
+
+
+def test_run_writes_the_documented_layout(finished_run):
+    for name in ("config.yaml", "run.log", "predictions.parquet", "explanations.parquet", "metrics.json", "report.html", "results.md"):
+        assert (finished_run / name).exists(), name
+    preds = pd.read_parquet(finished_run / "predictions.parquet")
+    assert {"datetime", "instrument", "model", "seed", "segment", "score", "label"} <= set(preds.columns)
+    assert set(preds["segment"]) == {"valid", "test"}
+    assert preds["score"].notna().all()
+    metrics = json.loads((finished_run / "metrics.json").read_text())
+    for model in ("HIST", "GRU"):
+        m = metrics["models"][model]
+        for key in ("IC", "ICIR", "RankIC", "RankICIR", "precision@30"):
+            assert set(m["test"][key]) == {"mean", "std"}
+        for key in ("cumulative_return", "annual_return", "information_ratio", "max_drawdown"):
+            assert key in m["backtest"]
+        assert m["train_seconds"] > 0
+    assert -1 <= metrics["oracle"]["test"]["IC"] <= 1
+
+
+def test_hist_explanations_add_up(finished_run):
+    ex = pd.read_parquet(finished_run / "explanations.parquet")
+    preds = pd.read_parquet(finished_run / "predictions.parquet")
+    hist = preds[(preds["model"] == "HIST") & (preds["segment"] == "test")]
+    merged = hist.merge(ex, on=["datetime", "instrument"], suffixes=("", "_ex"))
+    assert len(merged) == len(hist)
+    parts = merged["part_predefined"] + merged["part_hidden"] + merged["part_individual"] + merged["bias"]
+    assert (parts - merged["score"]).abs().max() < 1e-4
+
+
+def test_rerun_with_same_config_reuses_results(finished_run):
+    before = pd.read_parquet(finished_run / "predictions.parquet")
+    cfg = validate_config(yaml_load(finished_run / "config.yaml"))
+    run_experiment(cfg, out_dir=finished_run, resume=True, progress=False)
+    after = pd.read_parquet(finished_run / "predictions.parquet")
+    pd.testing.assert_frame_equal(before, after)
+
+
+def test_other_config_in_same_dir_is_refused(finished_run):
+    cfg = validate_config(tiny(seeds=[7]))
+    with pytest.raises(UserError, match="different config"):
+        run_experiment(cfg, out_dir=finished_run, progress=False)
+
+
+def test_same_seed_reproduces_predictions(finished_run, tmp_path):
+    cfg = validate_config(yaml_load(finished_run / "config.yaml"))
+    run_experiment(cfg, out_dir=tmp_path / "again", progress=False)
+    a = pd.read_parquet(finished_run / "predictions.parquet")
+    b = pd.read_parquet(tmp_path / "again" / "predictions.parquet")
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_predict_writes_ranked_list_with_explanations(finished_run, tmp_path):
+    preds = pd.read_parquet(finished_run / "predictions.parquet")
+    date = str(pd.Timestamp(preds.loc[preds["segment"] == "test", "datetime"].max()).date())
+    path = predict_date(finished_run, date, model="HIST", out=tmp_path / "ranked.csv")
+    ranked = pd.read_csv(path)
+    assert list(ranked["rank"]) == list(range(1, len(ranked) + 1))
+    assert ranked["score"].is_monotonic_decreasing
+    assert {"part_predefined", "part_hidden", "part_individual", "top_concepts"} <= set(ranked.columns)
+    day = preds[(preds["model"] == "HIST") & (pd.to_datetime(preds["datetime"]) == pd.Timestamp(date))]
+    expected = day.set_index("instrument")["score"]
+    got = ranked.set_index("instrument")["score"]
+    assert (got - expected.reindex(got.index)).abs().max() < 1e-5
+    with pytest.raises(UserError, match="no model"):
+        predict_date(finished_run, date, model="TRA")
+
+
+def test_rolling_windows_make_one_continuous_test_series(tmp_path):
+    raw = tiny(
+        segments={"train": ["2010-01-01", "2010-06-30"], "valid": ["2010-07-01", "2010-09-30"], "test": ["2010-10-01", "2011-03-31"]},
+        rolling={"enabled": True, "step_months": 3, "train_months": 6, "valid_months": 3},
+    )
+    cfg = validate_config(raw)
+    wins = windows(cfg)
+    assert [w["test"] for w in wins] == [("2010-10-01", "2010-12-31"), ("2011-01-01", "2011-03-31")]
+    assert wins[1]["train"] == ("2010-04-01", "2010-09-30") and wins[1]["valid"] == ("2010-10-01", "2010-12-31")
+    result = run_experiment(cfg, out_dir=tmp_path / "roll", progress=False)
+    preds = pd.read_parquet(tmp_path / "roll" / "predictions.parquet")
+    test = preds[preds["segment"] == "test"]
+    assert set(test["window"]) == {0, 1}
+    assert not test.duplicated(["datetime", "instrument", "model", "seed"]).any()
+    assert pd.to_datetime(test["datetime"]).min() >= pd.Timestamp("2010-10-01")
+    assert result.metrics["models"]["GRU"]["test"]["IC"]["mean"] == result.metrics["models"]["GRU"]["test"]["IC"]["mean"]
+
+
+def test_grid_on_local_ray_runs_two_jobs_and_skips_finished(tmp_path):
+    pytest.importorskip("ray")
+    cfg_path = tmp_path / "grid.yaml"
+    cfg_path.write_text(json.dumps(tiny(seeds=[0, 1])))  # JSON is YAML
+    table = run_grid(cfg_path, out_dir=tmp_path / "grid", executor="ray", max_parallel=2)
+    assert sorted(table["job"]) == ["GRU-seed0-csi300-w0", "GRU-seed1-csi300-w0"]
+    assert (tmp_path / "grid" / "grid_results.md").exists()
+    again = run_grid(cfg_path, out_dir=tmp_path / "grid", executor="local")
+    pd.testing.assert_frame_equal(table, again)
+
+
+def test_grid_reports_a_failed_job_and_continues(tmp_path, capsys):
+    raw = tiny(models=[{"name": "GRU", "params": {"hidden_size": 8, "num_layers": 1}}, {"name": "MLP", "params": {"hidden_size": 8}, "trainer": {"max_epochs": -1}}])
+    cfg_path = tmp_path / "grid.yaml"
+    cfg_path.write_text(json.dumps(raw))
+    jobs = expand_jobs(validate_config(raw), tmp_path / "g")
+    assert len(jobs) == 2
+    table = run_grid(cfg_path, out_dir=tmp_path / "g", executor="local")
+    assert list(table["model"]) == ["GRU"]
+    assert "FAILED" in capsys.readouterr().out
+    assert (tmp_path / "g" / "jobs" / "MLP-seed0-csi300-w0" / "error.txt").exists()
+
+
+def test_cli_run_with_unknown_key_is_one_line_exit_2(tmp_path):
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(json.dumps(tiny()))
+    proc = subprocess.run(
+        [sys.executable, "-m", "conceptalpha.experiments.cli", "run", str(cfg_path), "--set", "trainer_x.lr=1"],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "unknown key 'trainer_x'" in proc.stderr
+
+
+def yaml_load(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
