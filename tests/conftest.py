@@ -22,7 +22,7 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="session")
 def _torch_threads():
     """One torch thread: tiny test tensors gain nothing from more, and threads fight on 2 shared cores."""
     try:

@@ -153,8 +153,10 @@ def run_one(inputs: Inputs, dataset, segments: dict, config: ExperimentConfig, e
 
         preds = fit_predict_gbdt(dataset, params={**spec.defaults, **entry.params}, seed=seed, out_dir=job_dir)
     else:
+        from conceptalpha.training.seed import set_seed
         from conceptalpha.training.trainer import fit, predict
 
+        set_seed(seed)  # weights are drawn at construction: seed first, or runs differ
         model = build_model(entry.name, d_feat=dataset.d_feat, seq_len=dataset.seq_len, **entry.params)
         tcfg = trainer_config(config, entry, seed, spec)
         membership = inputs.membership if spec.uses_concepts else None
