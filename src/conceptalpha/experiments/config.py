@@ -131,6 +131,9 @@ class ExperimentConfig(Strict):
     backtest: dict[str, Any] = Field(default_factory=dict, description="BacktestConfig fields.")
     rolling: RollingSection = Field(default_factory=RollingSection)
     grid: GridSection = Field(default_factory=GridSection)
+    threads: int = Field(
+        1, ge=0, description="torch CPU threads (0 = torch's default). One is fastest for per-day batches of a few hundred stocks."
+    )
     output: str = "runs/experiment"
     cache_dir: str | None = None
 

@@ -72,6 +72,7 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path | None = None, 
     config = config.model_copy(update={"output": str(run_dir)})
     _claim_run_dir(run_dir, config, resume)
     _setup_logging(run_dir)
+    _set_threads(config.threads)
     log.info("run %s → %s", config.name, run_dir)
     inputs = load_inputs(config)
     predictions, explanations, seconds = [], [], {}
@@ -96,6 +97,13 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path | None = None, 
     write_text(run_dir / "results.md", table + "\n")
     _build_report(run_dir)
     return RunResult(run_dir, metrics, table)
+
+
+def _set_threads(threads: int) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def _claim_run_dir(run_dir: Path, config: ExperimentConfig, resume: bool) -> None:
