@@ -75,6 +75,26 @@ def test_rerun_with_same_config_reuses_results(finished_run):
     pd.testing.assert_frame_equal(before, after)
 
 
+def test_existing_run_needs_resume(finished_run):
+    cfg = validate_config(yaml_load(finished_run / "config.yaml"))
+    with pytest.raises(UserError, match="--resume"):
+        run_experiment(cfg, out_dir=finished_run, progress=False)
+
+
+def test_resume_continues_from_checkpoint_to_the_same_predictions(finished_run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(finished_run, copy)
+    job = copy / "models" / "GRU" / "seed0"
+    (job / "predictions.parquet").unlink()  # as if killed after its last checkpoint
+    cfg = validate_config(yaml_load(finished_run / "config.yaml"))
+    run_experiment(cfg, out_dir=copy, resume=True, progress=False)
+    before = pd.read_parquet(finished_run / "predictions.parquet")
+    after = pd.read_parquet(copy / "predictions.parquet")
+    pd.testing.assert_frame_equal(before, after)
+
+
 def test_other_config_in_same_dir_is_refused(finished_run):
     cfg = validate_config(tiny(seeds=[7]))
     with pytest.raises(UserError, match="different config"):

@@ -36,15 +36,17 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Run directory."),
     seeds: int = typer.Option(1, "--seeds", min=1, help="Number of seeds per model."),
     set_: list[str] = typer.Option([], "--set", help="Override: key.path=value (repeatable)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue a killed demo."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
-    """The main job on the built-in synthetic market: HIST vs GRU vs LightGBM, evaluated, backtested, reported."""
+    """The main job on the built-in synthetic market: HIST vs GRU vs LightGBM, evaluated, backtested, reported.
+
+    Re-running it into the same directory continues (and reuses) what is there.
+    """
     from conceptalpha.experiments.config import load_config
     from conceptalpha.experiments.orchestrate import DEMO_CONFIG, print_summary, run_experiment
 
     cfg = load_config(DEMO_CONFIG, [f"seeds={list(range(seeds))}", *set_])
-    result = run_experiment(cfg, out_dir=out, resume=resume, progress=not quiet)
+    result = run_experiment(cfg, out_dir=out, resume=True, progress=not quiet)
     print_summary(result)
 
 

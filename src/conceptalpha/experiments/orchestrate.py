@@ -81,7 +81,7 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path | None = None, 
         for entry in config.models:
             for seed in config.seeds:
                 job = _job_dir(run_dir, entry.name, seed, w if config.rolling.enabled else None)
-                preds, expl, secs = _run_or_reuse(inputs, dataset, segments, config, entry, seed, job, resume, progress)
+                preds, expl, secs = _run_or_reuse(inputs, dataset, segments, config, entry, seed, job, progress)
                 predictions.append(preds.assign(window=w))
                 if expl is not None:
                     explanations.append(expl.assign(model=entry.name, seed=seed))
@@ -109,13 +109,27 @@ def _set_threads(threads: int) -> None:
 def _claim_run_dir(run_dir: Path, config: ExperimentConfig, resume: bool) -> None:
     saved = run_dir / "config.yaml"
     text = dump_config(config)
-    if saved.exists() and saved.read_text(encoding="utf-8") != text:
+    if saved.exists() and not _same_run(saved, config):
         raise UserError(
             f"{run_dir} holds a run of a different config; use another --out (or delete it) to start a new run"
         )
     if saved.exists() and not resume:
-        log.info("%s exists with the same config: finished model runs are reused", run_dir)
+        raise UserError(
+            f"{run_dir} already holds this run; pass --resume to continue it (finished models are reused, "
+            "unfinished ones resume from their last checkpoint) or choose another --out"
+        )
     write_text(saved, text)
+
+
+def _same_run(saved: Path, config: ExperimentConfig) -> bool:
+    """Whether a saved config describes this run (where the directory lives does not count)."""
+    import yaml
+
+    before = yaml.safe_load(saved.read_text(encoding="utf-8"))
+    now = config.model_dump(mode="json")
+    before.pop("output", None)
+    now.pop("output", None)
+    return before == now
 
 
 def _job_dir(run_dir: Path, model: str, seed: int, window: int | None) -> Path:
@@ -123,7 +137,8 @@ def _job_dir(run_dir: Path, model: str, seed: int, window: int | None) -> Path:
     return job / f"window{window}" if window is not None else job
 
 
-def _run_or_reuse(inputs: Inputs, dataset, segments: dict, config, entry, seed, job: Path, resume: bool, progress: bool):
+def _run_or_reuse(inputs: Inputs, dataset, segments: dict, config, entry, seed, job: Path, progress: bool):
+    """A finished job's saved results, or train it (resuming from its checkpoint when there is one)."""
     done = job / "predictions.parquet"
     if done.exists():
         meta = json.loads((job / "job.json").read_text(encoding="utf-8"))

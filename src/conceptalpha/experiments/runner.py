@@ -22,7 +22,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,7 +31,7 @@ from conceptalpha.concepts.graph import ConceptGraph, build_concept_graph
 from conceptalpha.concepts.sources import read_source, unique_source_names
 from conceptalpha.data.panel import Market
 from conceptalpha.errors import UserError
-from conceptalpha.experiments.config import ExperimentConfig, dump_config
+from conceptalpha.experiments.config import ExperimentConfig
 from conceptalpha.features.dataset import DatasetConfig, build_dataset
 
 log = logging.getLogger("conceptalpha")
