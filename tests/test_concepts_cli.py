@@ -10,17 +10,9 @@ import pytest
 
 from conceptalpha.concepts.graph import ConceptGraph
 from conceptalpha.data import BarPanel, Calendar, Universe, write_qlib
-from conceptalpha.experiments import cli
+from cli_helpers import run
 
 
-def run(args, monkeypatch, capsys):
-    """Run the real entry point (error handling included); return (exit code, stdout, stderr)."""
-    monkeypatch.setattr("sys.argv", ["conceptalpha", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
 
 
 @pytest.fixture

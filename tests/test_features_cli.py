@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from conceptalpha.data.qlib import load_qlib, write_qlib
-from conceptalpha.experiments import cli
 from conceptalpha.features.alpha import build_feature_table
 from feature_markets import make_market, random_bars
+from cli_helpers import run
 
 
-def run(args, monkeypatch, capsys):
-    """Run the real entry point (error handling included); return (exit code, stdout, stderr)."""
-    monkeypatch.setattr("sys.argv", ["conceptalpha", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
 
 
 @pytest.fixture
