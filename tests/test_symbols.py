@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 from conceptalpha.data.symbols import normalize_symbol, normalize_symbols
