@@ -206,7 +206,7 @@ def explain_day(model, inputs: Inputs, day) -> pd.DataFrame:
             "part_individual": frame["individual"],
             "bias": frame["bias"],
             "top_concept": [links[0][0] if links else None for links in frame["top_concepts"]],
-            "top_concepts": [_pairs(links, "{:.2f}") for links in frame["top_concepts"]],
+            "top_concepts": [_pairs(links, "{:.3g}") for links in frame["top_concepts"]],
             "hidden_neighbours": [_pairs(links, "{:.2f}") for links in frame["hidden_neighbours"]],
         }
     )
