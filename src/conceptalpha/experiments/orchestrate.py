@@ -189,7 +189,7 @@ def evaluate_run(predictions: pd.DataFrame, inputs: Inputs, config: ExperimentCo
     out: dict[str, Any] = {
         "name": config.name,
         "label": config.features.label,
-        "universe": config.data.derived_universe.name if config.data.derived_universe else config.data.universe,
+        "universe": inputs.market.universe.name,
         "segments": config.segments.model_dump(),
         "rolling": config.rolling.enabled,
         "notes": inputs.notes,
