@@ -9,7 +9,7 @@ import torch
 
 from conceptalpha.errors import UserError
 from conceptalpha.models.fast_gru import gru_last_state
-from conceptalpha.models.hist import HIST, membership_links, top_k_similar
+from conceptalpha.models.hist import HIST, member_attention, membership_links, top_k_similar
 from conceptalpha.models.ops import cosine_similarity_matrix, unit_rows
 
 
@@ -196,3 +196,34 @@ def test_k_larger_than_the_cross_section_links_to_everyone_else():
     assert parts.hidden_links.shape == (3, 2)
     assert parts.hidden_concepts.tolist() == [0, 1, 2]
     assert torch.isfinite(model(x, membership, cap)).all()
+
+
+def test_member_attention_pools_only_over_own_concepts():
+    """concept_attention="members": β sums to 1 over each stock's own concepts and is 0 elsewhere."""
+    torch.manual_seed(0)
+    membership = sp.csr_matrix(
+        np.array([[1, 1, 0], [0, 1, 0], [0, 0, 1], [0, 0, 0]], dtype=np.float32)
+    )  # stock 3 has no concept
+    model = HIST(d_feat=2, hidden_size=4, num_layers=1, concept_attention="members", correction=False)
+    x = torch.randn(4, 5, 2)
+    e = model.encode(x)
+    links = membership_links(membership, 4, e.device)
+    concept_ids, u = model.concept_vectors(e, links, torch.ones(4))
+    rows, cols, beta = member_attention(e, u, links, concept_ids)
+    assert sorted(zip(rows.tolist(), cols.tolist())) == [(0, 0), (0, 1), (1, 1), (2, 2)]
+    per_stock = torch.zeros(4).index_add(0, rows, beta)
+    assert torch.allclose(per_stock, torch.tensor([1.0, 1.0, 1.0, 0.0]))
+    expected = torch.softmax(torch.nn.functional.cosine_similarity(e[0:1], u[:2]), dim=0)
+    assert torch.allclose(beta[rows == 0], expected, atol=1e-6)
+    out = model(x, membership, torch.ones(4))
+    assert torch.isfinite(out).all()
+    ex = model.explain(x, membership, torch.ones(4), top=3)
+    assert torch.allclose(ex.predefined + ex.hidden + ex.individual + ex.bias, ex.prediction, atol=1e-5)
+    assert ex.top_concepts[1].tolist() == [1, -1, -1]  # only its own concept, padded
+    assert ex.top_concepts[3].tolist() == [-1, -1, -1]
+
+
+def test_concept_attention_default_is_the_spec():
+    assert HIST().concept_attention == "all"
+    with pytest.raises(UserError, match="concept_attention"):
+        HIST(concept_attention="some")

@@ -16,6 +16,15 @@ Reference-code behaviours that change results are options (defaults = SPEC):
   links to in the hidden-concept module (the released code hard-codes 1).
 - ``concept_weighting`` (default "market_cap"): "equal" reproduces Qlib's
   port, which weights concept members equally and has no market cap.
+
+A deliberate deviation, off by default:
+
+- ``concept_attention`` (default "all", SPEC §2 and the paper): β_ik is a
+  softmax over all of the day's concepts. "members" restricts it to the
+  stock's own concepts (a softmax over its membership links, O(links)). On
+  the synthetic market the "all" attention is nearly uniform and the
+  predefined part carries almost no cross-sectional signal; "members" (with
+  ``correction=False``, ``concept_weighting="equal"``) makes it carry it.
 """
 
 from __future__ import annotations
@@ -118,6 +127,25 @@ class HISTExplanation:
         return frame
 
 
+def member_attention(
+    e: torch.Tensor, u: torch.Tensor, links: ConceptLinks, concept_ids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """β_ik = softmax over the stock's *own* concepts of cos(e_i, u_k), on membership links only.
+
+    Returns (stock rows, rows of U, β) per kept link, O(links) memory; each
+    stock's β sums to 1 over its concepts (a stock with none has no links).
+    """
+    n = e.shape[0]
+    position = torch.full((links.num_concepts,), -1, dtype=torch.long, device=e.device)
+    position[concept_ids] = torch.arange(len(concept_ids), device=e.device)
+    kept = position[links.cols] >= 0
+    rows, cols = links.rows[kept], position[links.cols[kept]]
+    logits = (unit_rows(e)[rows] * unit_rows(u)[cols]).sum(-1)
+    shift = logits.new_full((n,), float("-inf")).scatter_reduce(0, rows, logits, "amax").detach()
+    weights = torch.exp(logits - shift[rows])
+    return rows, cols, weights / e.new_zeros(n).index_add(0, rows, weights)[rows]
+
+
 def membership_links(membership: Any, n: int, device: torch.device) -> ConceptLinks:
     """Turn a membership matrix [N, C] (torch sparse COO/CSR, dense tensor,
     scipy sparse or numpy, or None) into :class:`ConceptLinks` on ``device``."""
@@ -192,6 +220,7 @@ class HIST(nn.Module):
         correction: bool = True,
         denominator_plus_one: bool = False,
         concept_weighting: Literal["market_cap", "equal"] = "market_cap",
+        concept_attention: Literal["all", "members"] = "all",
         similarity_block_rows: int | None = None,
         encoder_checkpoint: str | Path | None = None,
     ):
@@ -200,6 +229,8 @@ class HIST(nn.Module):
             raise UserError(f"HIST base_model must be 'GRU' or 'LSTM', got {base_model!r}")
         if concept_weighting not in ("market_cap", "equal"):
             raise UserError(f"HIST concept_weighting must be 'market_cap' or 'equal', got {concept_weighting!r}")
+        if concept_attention not in ("all", "members"):
+            raise UserError(f"HIST concept_attention must be 'all' or 'members', got {concept_attention!r}")
         if K < 1:
             raise UserError(f"HIST K must be ≥ 1, got {K}")
         self.d_feat = d_feat
@@ -209,6 +240,7 @@ class HIST(nn.Module):
         self.correction = correction
         self.denominator_plus_one = denominator_plus_one
         self.concept_weighting = concept_weighting
+        self.concept_attention = concept_attention
         self.similarity_block_rows = similarity_block_rows
         rnn_class = nn.GRU if base_model == "GRU" else nn.LSTM
         self.rnn = rnn_class(d_feat, hidden_size, num_layers, batch_first=True, dropout=dropout)
@@ -294,7 +326,11 @@ class HIST(nn.Module):
         """All intermediate tensors of SPEC §2 steps 2–4 for encodings e [N, H]."""
         links = membership_links(membership, e.shape[0], e.device)
         concept_ids, u = self.concept_vectors(e, links, market_cap)
-        s = softmax_attention(unit_rows(e), unit_rows(u), u)  # Σ_k softmax_k cos(e_i, u_k) u_k
+        if self.concept_attention == "all":
+            s = softmax_attention(unit_rows(e), unit_rows(u), u)  # Σ_k softmax_k cos(e_i, u_k) u_k
+        else:
+            rows, cols, beta = member_attention(e, u, links, concept_ids)
+            s = u.new_zeros(e.shape[0], u.shape[1]).index_add(0, rows, beta[:, None] * u[cols])
         p = self.fc_es(s)
         p_back, p_fore = self.fc_es_back(p), self.leaky_relu(self.fc_es_fore(p))
 
@@ -365,10 +401,11 @@ class HIST(nn.Module):
         plus each stock's ``top`` predefined concepts by β_ik and its hidden-concept neighbours.
         """
         parts = self.parts(self.encode(x), membership, market_cap)
+        links = membership_links(membership, parts.encoding.shape[0], parts.encoding.device)
         w, b = self.fc_out.weight[0], self.fc_out.bias[0]
         predefined, hidden, individual = parts.p_fore @ w, parts.q_fore @ w, parts.r_fore @ w
         prediction = self.fc_out(parts.p_fore + parts.q_fore + parts.r_fore).reshape(-1)
-        top_ids, top_weights = self._top_concepts(parts, top)
+        top_ids, top_weights = self._top_concepts(parts, links, top)
         neighbours = parts.hidden_links
         neighbour_similarity = (unit_rows(parts.residual_h)[:, None, :] * unit_rows(parts.residual_h)[neighbours]).sum(-1)
         return HISTExplanation(
@@ -383,16 +420,21 @@ class HIST(nn.Module):
             hidden_similarity=neighbour_similarity.cpu(),
         )
 
-    @staticmethod
-    def _top_concepts(parts: HISTParts, top: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each stock's ``top`` concepts by β_ik = softmax_k cos(e_i, u_k): original ids (−1 pad) and weights."""
+    def _top_concepts(self, parts: HISTParts, links: ConceptLinks, top: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each stock's ``top`` concepts by the β its forward pass used: original ids (−1 pad) and weights."""
         n = parts.encoding.shape[0]
         ids = torch.full((n, top), -1, dtype=torch.long, device=parts.encoding.device)
         weights = torch.zeros(n, top, device=parts.encoding.device)
         kept = min(top, len(parts.concept_ids))
         if kept:
-            beta = torch.softmax(unit_rows(parts.encoding) @ unit_rows(parts.concept_vectors).T, dim=1)
+            e, u = parts.encoding, parts.concept_vectors
+            if self.concept_attention == "all":
+                beta = torch.softmax(unit_rows(e) @ unit_rows(u).T, dim=1)
+            else:  # explanation only, not the training path: a dense [N, C'] view is fine here
+                rows, cols, member_beta = member_attention(e, u, links, parts.concept_ids)
+                beta = e.new_zeros(n, len(parts.concept_ids)).index_put_((rows, cols), member_beta)
             best = beta.topk(kept, dim=1)
-            ids[:, :kept] = parts.concept_ids[best.indices]
+            real = best.values > 0
+            ids[:, :kept] = torch.where(real, parts.concept_ids[best.indices], -1)
             weights[:, :kept] = best.values
         return ids, weights

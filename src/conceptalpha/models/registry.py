@@ -176,6 +176,7 @@ MODELS: dict[str, ModelSpec] = {
                 "correction": True,
                 "denominator_plus_one": False,
                 "concept_weighting": "market_cap",
+                "concept_attention": "all",
                 "similarity_block_rows": None,
                 "encoder_checkpoint": None,
             },
