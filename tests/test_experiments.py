@@ -109,6 +109,16 @@ def test_same_seed_reproduces_predictions(finished_run, tmp_path):
     pd.testing.assert_frame_equal(a, b)
 
 
+def test_jobs_in_worker_processes_give_the_serial_predictions(finished_run, tmp_path):
+    raw = yaml_load(finished_run / "config.yaml")
+    cfg = validate_config({**raw, "workers": 2})
+    run_experiment(cfg, out_dir=tmp_path / "parallel", progress=False)
+    serial = pd.read_parquet(finished_run / "predictions.parquet")
+    parallel = pd.read_parquet(tmp_path / "parallel" / "predictions.parquet")
+    pd.testing.assert_frame_equal(serial, parallel)
+    assert "2 worker processes" in (tmp_path / "parallel" / "run.log").read_text()
+
+
 def test_predict_writes_ranked_list_with_explanations(finished_run, tmp_path):
     preds = pd.read_parquet(finished_run / "predictions.parquet")
     date = str(pd.Timestamp(preds.loc[preds["segment"] == "test", "datetime"].max()).date())

@@ -134,6 +134,9 @@ class ExperimentConfig(Strict):
     threads: int = Field(
         1, ge=0, description="torch CPU threads (0 = torch's default). One is fastest for per-day batches of a few hundred stocks."
     )
+    workers: int = Field(
+        1, ge=1, description="model × seed jobs trained at once, each in its own process with `threads` torch threads."
+    )
     output: str = "runs/experiment"
     cache_dir: str | None = None
 

@@ -78,6 +78,8 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path | None = None, 
     predictions, explanations, seconds = [], [], {}
     for w, segments in enumerate(windows(config)):
         dataset = build_window_dataset(inputs, config, segments)
+        if config.workers > 1:
+            _train_in_workers(config, w, run_dir)
         for entry in config.models:
             for seed in config.seeds:
                 job = _job_dir(run_dir, entry.name, seed, w if config.rolling.enabled else None)
@@ -97,6 +99,50 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path | None = None, 
     write_text(run_dir / "results.md", table + "\n")
     _build_report(run_dir)
     return RunResult(run_dir, metrics, table)
+
+
+def _train_in_workers(config: ExperimentConfig, window: int, run_dir: Path) -> None:
+    """Train one window's unfinished jobs in ``config.workers`` processes; the caller then
+    collects their saved results exactly as it reuses a finished job's.
+
+    Each process rebuilds the inputs (the dataset comes from the run's cache) and seeds
+    its job as a serial run does, so predictions do not depend on ``workers``.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    jobs = [
+        (i, seed)
+        for i, entry in enumerate(config.models)
+        for seed in config.seeds
+        if not (_job_dir(run_dir, entry.name, seed, window if config.rolling.enabled else None) / "predictions.parquet").exists()
+    ]
+    if len(jobs) < 2:
+        return
+    jobs.sort(key=lambda job: not _is_neural(config.models[job[0]].name))  # longest first
+    payload = config.model_dump_json()
+    log.info("training %d jobs in %d worker processes (progress bars off; see run.log)", len(jobs), config.workers)
+    context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools
+    with ProcessPoolExecutor(max_workers=min(config.workers, len(jobs)), mp_context=context) as pool:
+        futures = {pool.submit(_train_job, payload, window, i, seed): (i, seed) for i, seed in jobs}
+        for done, future in enumerate(as_completed(futures), 1):
+            i, seed = futures[future]
+            future.result()  # a failed job raises here, as it would in a serial run
+            log.info("finished %s seed %d (%d/%d)", config.models[i].name, seed, done, len(jobs))
+
+
+def _train_job(config_json: str, window: int, model_index: int, seed: int) -> None:
+    """Worker process: one model × seed of one window, saved in its job directory."""
+    config = ExperimentConfig.model_validate_json(config_json)
+    run_dir = Path(config.output)
+    _setup_logging(run_dir)
+    _set_threads(config.threads)
+    inputs = load_inputs(config)
+    segments = windows(config)[window]
+    dataset = build_window_dataset(inputs, config, segments)
+    entry = config.models[model_index]
+    job = _job_dir(run_dir, entry.name, seed, window if config.rolling.enabled else None)
+    _run_or_reuse(inputs, dataset, segments, config, entry, seed, job, progress=False)
 
 
 def _set_threads(threads: int) -> None:
