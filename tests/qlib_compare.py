@@ -24,13 +24,13 @@ def awkward_market():
     return make_market(bars, mask)
 
 
-def compare_with_qlib(tmp_path, feature_set: str) -> None:
+def compare_with_qlib(tmp_path, feature_set: str, market=None) -> None:
     qlib = pytest.importorskip("qlib")
     from qlib.contrib.data.handler import Alpha158, Alpha360
 
     from conceptalpha.data.qlib import write_qlib
 
-    market = awkward_market()
+    market = awkward_market() if market is None else market
     write_qlib(market.panel, market.universe, tmp_path / "q", universe_name="test")
     qlib.init(provider_uri=str(tmp_path / "q"), region="cn", kernels=1)
     handler = (Alpha360 if feature_set == "alpha360" else Alpha158)(

@@ -74,3 +74,11 @@ def test_yaml_is_loaded_safely(tmp_path):
     evil.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(UserError, match="not valid YAML"):
         load_config(evil)
+
+
+@pytest.mark.parametrize("name", ["demo", "csi300_hist", "csi300_paper", "csi100_hist", "zoo"])
+def test_shipped_configs_validate(name):
+    from pathlib import Path
+
+    config = load_config(Path(__file__).parents[1] / "configs" / f"{name}.yaml", [])
+    assert config.models and config.segments.train[0] < config.segments.test[0]

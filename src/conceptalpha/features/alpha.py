@@ -12,8 +12,10 @@ written next to its Qlib expression in :data:`ALPHA158_ROLLING`.
 
 Arithmetic follows Qlib's dtype flow (float32 elementwise, float64 rolling
 results, float32 output) so the numbers agree with pyqlib's to float32
-rounding. A field the data lacks (e.g. ``vwap``) gives all-NaN columns, as in
-Qlib. Rows: a (day, instrument) is emitted when the instrument is a universe
+rounding. Where a rolling result is mostly the rounding of the running sums
+behind it (near-constant windows), that rounding is reproduced too, from the
+first day Qlib loads (:class:`_History`). A field the data lacks (e.g.
+``vwap``) gives all-NaN columns, as in Qlib. Rows: a (day, instrument) is emitted when the instrument is a universe
 member that day and has a close; features read the days before the requested
 start as history, and never anything after the row's day.
 """
@@ -21,6 +23,7 @@ start as history, and never anything after the row's day.
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -91,6 +94,78 @@ def alpha360_rows(fields: np.ndarray, t: np.ndarray, i: np.ndarray) -> np.ndarra
 # ---------------------------------------------------------------- Alpha158
 
 
+# Inputs of the rolling statistics that pandas or Qlib compute with running sums: name → (how many days
+# of Ref the expression holds, how to make it from fields with .close and .volume).
+_SERIES: dict[str, tuple[int, Callable]] = {
+    "close": (0, lambda f: f.close),
+    "volume": (0, lambda f: f.volume),
+    # Abs($close/Ref($close,1)-1)*$volume
+    "chvol": (1, lambda f: np.abs(f.close / ops.shift(f.close, 1) - 1) * f.volume),
+    "logvol": (0, lambda f: np.log(f.volume + np.float32(1))),  # Log($volume+1)
+    "ratio": (1, lambda f: f.close / ops.shift(f.close, 1)),  # $close/Ref($close,1)
+    "logratio": (1, lambda f: np.log(f.volume / ops.shift(f.volume, 1) + np.float32(1))),  # Log($volume/Ref(..)+1)
+}
+
+
+_MASK_ONLY = ("logvol", "ratio", "logratio")  # inputs whose Std only decides Corr's NaN (std ≤ 2e-5)
+
+
+class _History:
+    """Each packed cell's instrument series as Qlib loads it, to replay a running statistic on.
+
+    pandas' rolling var/mean (Std, Corr) and Qlib's rolling regression keep
+    running sums from the first day Qlib loads (the requested start less the
+    expression's look-back, or the first bar), so a window's result carries
+    the rounding of every day since. That is noise except on a near-constant
+    window, where it is the value; those few cells are recomputed here, on
+    the panel's columns from that first day, not from our packed segment's.
+    """
+
+    def __init__(self, panel: BarPanel, packing: "_Packing", start: int):
+        self.fields = {k: panel.fields[k] for k in ("close", "volume") if panel.has(k)}
+        self.src, self.start, self.n = packing.src, start, panel.shape[1]
+
+    def begin(self, w: int, lag: int = 0) -> int:
+        """First day of a window-w expression's series with ``lag`` days of Ref: Qlib loads from
+        start − (w − 1) − lag (its first ``lag`` days then lack the Ref), so values count from here."""
+        return max(self.start - (w - 1) - lag, 0) + lag
+
+    def squares(self, windows) -> np.ndarray:
+        """[D, W, C] packed: Qlib's running Σ$close² of each window, computed on the panel from Qlib's first day.
+
+        Qlib's regression sums are raw (not centred). All but Σy² are exact
+        for float32 prices; Σy² rounds, and that rounding, which R² magnifies
+        by (mean/std)², depends on where the series starts (see ops.regression_lanes).
+        """
+        close = self.fields["close"]
+        days = np.arange(len(close))[:, None]
+        begins = {self.begin(w) for w in windows}
+        if len(begins) == 1:  # one series serves every window
+            squares = ops.running_squares(np.where(days >= begins.pop(), close, np.nan), np.asarray(windows)[:, None])
+        else:
+            lanes = np.hstack([np.where(days >= self.begin(w), close, np.nan) for w in windows])
+            squares = ops.running_squares(lanes, np.repeat(windows, self.n))
+        # Either way laid out [D, W, N]: panel cell (t, i) of window k is t·W·N + k·N + i.
+        day, inst = np.divmod(np.maximum(self.src, 0), self.n)
+        cell = day * len(windows) * self.n + inst
+        gap = self.src < 0
+        return np.stack([np.where(gap, np.nan, squares.ravel().take(cell + k * self.n)) for k in range(len(windows))],
+                        axis=1)
+
+    def replay(self, cells: dict, names: tuple[str, ...], replay: Callable) -> dict:
+        """{w: (t, c)} packed cells → {w: values}: ``replay`` (an ``ops.replay_*``) run on the inputs ``names``."""
+        lag = max(_SERIES[k][0] for k in names)
+
+        def series(inst, w, days):
+            used, col = np.unique(inst, return_inverse=True)
+            fields = SimpleNamespace(**{k: v[:days, used] for k, v in self.fields.items()})
+            before = np.arange(days)[:, None] < np.array([self.begin(v, lag) for v in w])
+            return tuple(np.where(before, np.nan, _SERIES[k][1](fields)[:, col]) for k in names)
+
+        panel_cells = {w: (*np.divmod(self.src[t, c], self.n), w) for w, (t, c) in cells.items()}
+        return ops.replay_cells(panel_cells, series, replay)
+
+
 class _Bars:
     """The float32 [D, N] inputs of Alpha158 and the sub-expressions several features share.
 
@@ -98,10 +173,11 @@ class _Bars:
     the last operator that uses ``<name>`` (:data:`_LAST_USER`).
     """
 
-    def __init__(self, fields: dict[str, np.ndarray], first: np.ndarray):
+    def __init__(self, fields: dict[str, np.ndarray], first: np.ndarray, history: _History):
         self.open, self.high, self.low, self.close = (fields[k] for k in ("open", "high", "low", "close"))
         self.vwap, self.volume = fields["vwap"], fields["volume"]
         self.first = first  # [D, N]: where each cell's series starts
+        self.history = history
         self.volume_denom = self.volume + EPS
         self.range_denom = self.high - self.low + EPS
         self._cache: dict[str, object] = {}
@@ -116,25 +192,79 @@ class _Bars:
         for key in [k for k in self._cache if _LAST_USER[k.split(":")[0]] == operator]:
             del self._cache[key]
 
-    def rolling(self, name: str, make: Callable[[], np.ndarray]) -> ops.Rolling:
+    def rolling(self, name: str, make: Callable[[], np.ndarray] | None = None) -> ops.Rolling:
         """Window statistics of a named input (its running sums are shared by all windows)."""
-        return self.shared(f"{name}:", lambda: ops.Rolling(make(), self.first))
+        make = make or (lambda: _SERIES[name][1](self))
+        return self.shared(f"{name}:", lambda: ops.Rolling(make()))
 
-    def close_std(self, w: int) -> np.ndarray:
-        """Std($close, w): used by STD, and by RSQR and CORR to spot near-constant windows."""
-        return self.shared(f"close:std{w}", lambda: self.rolling("close", lambda: self.close).std(w))
+    def stds(self, name: str) -> tuple[dict, dict]:
+        """({w: Std(name, w)}, {w: std / |mean|}) for all windows, pandas 2's values (see ops.Rolling.stds).
+
+        Fragile windows are replayed from Qlib's first day. An input whose Std
+        only decides Corr's NaN (std ≤ 2e-5) gets a rough std, replayed near that line.
+        """
+
+        def make():
+            if name in _MASK_ONLY:
+                stds, spreads = self.rolling(name).rough_stds(WINDOWS)
+                redo = {w: np.abs(s - ops.NEAR_CONSTANT_STD) <= 0.5 * ops.NEAR_CONSTANT_STD for w, s in stds.items()}
+            else:
+                stds, spreads = self.rolling(name).stds(WINDOWS)
+                redo = {w: s <= ops.FRAGILE_STD for w, s in spreads.items()}
+            self._replay_into(stds, redo, (name,), ops.replay_std)
+            return stds, spreads
+
+        return self.shared(f"{name}:stds", make)
+
+    def std(self, name: str, w: int) -> np.ndarray:
+        return self.stds(name)[0][w]
+
+    def _replay_into(self, target: dict, where: dict, names: tuple[str, ...], replay: Callable) -> None:
+        """Overwrite target[w] where where[w] is set with ``replay`` run on Qlib's series of the inputs ``names``."""
+        cells = {w: np.nonzero(m) for w, m in where.items() if m.any()}
+        if cells:
+            for w, values in self.history.replay(cells, names, replay).items():
+                target[w][cells[w]] = values
 
     def regression(self, w: int):
-        stds = {v: self.close_std(v) for v in WINDOWS}
-        return self.shared("reg:", lambda: ops.regression(self.close, WINDOWS, stds))[w]
+        return self.shared("reg:", self._regressions)[w]
+
+    def _regressions(self) -> dict[int, tuple]:
+        """Slope, Rsquare, Resi of $close with Qlib's running sums (Σ$close² over Qlib's series: _History.squares)."""
+        return ops.regression(self.close, WINDOWS, self.stds("close")[0], syy=self.history.squares(WINDOWS))
+
+    def corr(self, x: str, y: str, w: int) -> np.ndarray:
+        return self.shared(f"{x}:corr", lambda: self._corrs(x, y))[w]
+
+    def _corrs(self, x: str, y: str) -> dict[int, np.ndarray]:
+        """Corr(x, y, w) for all windows: pandas' kernel, replayed as pandas 2 from Qlib's first day where
+        x or y is fragile or the correlation ill-conditioned (ops.FRAGILE_CORR)."""
+        (std_x, spread_x), (std_y, spread_y) = self.stds(x), self.stds(y)
+        a, b = self.rolling(x), self.rolling(y)
+        corrs, redo = {}, {}
+        for w in WINDOWS:
+            c = corrs[w] = ops.rolling_corr(a, b, w, std_a=std_x[w], std_b=std_y[w])
+            with np.errstate(invalid="ignore"):
+                fragile = (np.minimum(spread_x[w], spread_y[w]) <= ops.FRAGILE_STD) | (
+                    np.abs(c) * spread_x[w] * spread_y[w] < ops.FRAGILE_CORR)
+            redo[w] = fragile & ~np.isnan(c)
+        self._replay_into(corrs, redo, (x, y), ops.replay_corr)
+        return corrs
+
+    def quantiles(self, w: int) -> list[np.ndarray]:
+        """Quantile($close, w, 0.8) and Quantile($close, w, 0.2)."""
+        return self.shared(f"qtl:{w}", lambda: ops.rolling_quantiles(self.close, w, (0.8, 0.2)))
 
     def minmax(self, w: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.shared(f"minmax:{w}", lambda: (ops.rolling_max(self.high, w), ops.rolling_min(self.low, w)))
+        high, low = self.rolling("high", lambda: self.high), self.rolling("low", lambda: self.low)
+        return self.shared(f"minmax:{w}", lambda: (ops.rolling_max(high, w), ops.rolling_min(low, w)))
 
     def idx(self, which: str, w: int) -> np.ndarray:
         if which == "max":
-            return self.shared("imax:", lambda: ops.rolling_idxmax(self.high, WINDOWS, self.first))[w]
-        return self.shared("imin:", lambda: ops.rolling_idxmin(self.low, WINDOWS, self.first))[w]
+            high = self.rolling("high", lambda: self.high)
+            return self.shared("imax:", lambda: ops.rolling_idxmax(high, WINDOWS, self.first))[w]
+        low = self.rolling("low", lambda: self.low)
+        return self.shared("imin:", lambda: ops.rolling_idxmin(low, WINDOWS, self.first))[w]
 
     def count_mean(self, greater: bool, w: int) -> np.ndarray:
         """Mean($close>Ref($close, 1), w) (or <): 1/0 from the first bar on; before it Qlib has no row."""
@@ -146,32 +276,16 @@ class _Bars:
 
         return self.rolling(f"flag_{greater}", flags).mean(w)
 
-    def change_volume(self) -> ops.Rolling:
-        """Abs($close/Ref($close, 1)-1)*$volume (float32)."""
-        return self.rolling("chvol", lambda: np.abs(self.close / ops.shift(self.close, 1) - 1) * self.volume)
-
     def sums(self, name: str, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sum of gains, Sum of losses, Sum of |changes| + 1e-12 of $close or $volume over w days."""
 
-        def make():
+        def series():
             a = self.close if name == "close" else self.volume
             prev = ops.shift(a, 1)
-            gains = ops.rolling_sum(np.maximum(a - prev, 0), w)
-            losses = ops.rolling_sum(np.maximum(prev - a, 0), w)
-            return gains, losses, ops.rolling_sum(np.abs(a - prev), w) + 1e-12
+            return tuple(ops.Rolling(x) for x in (np.maximum(a - prev, 0), np.maximum(prev - a, 0), np.abs(a - prev)))
 
-        return self.shared(f"{name}_sums:{w}", make)
-
-    def corr_close_logvolume(self, w: int) -> np.ndarray:
-        """Corr($close, Log($volume+1), w)."""
-        logvol = self.rolling("logvol", lambda: np.log(self.volume + np.float32(1)))
-        return ops.rolling_corr(self.close, logvol.a, w, std_a=self.close_std(w), std_b=logvol.std(w))
-
-    def corr_changes(self, w: int) -> np.ndarray:
-        """Corr($close/Ref($close,1), Log($volume/Ref($volume, 1)+1), w)."""
-        ratio = self.rolling("ratio", lambda: self.close / ops.shift(self.close, 1))
-        logratio = self.rolling("logratio", lambda: np.log(self.volume / ops.shift(self.volume, 1) + np.float32(1)))
-        return ops.rolling_corr(ratio.a, logratio.a, w, std_a=ratio.std(w), std_b=logratio.std(w))
+        gains, losses, changes = self.shared(f"{name}_sums:", series)
+        return self.shared(f"{name}_sums:{w}", lambda: (gains.sum(w), losses.sum(w), changes.sum(w) + 1e-12))
 
 
 ALPHA158_KBAR: dict[str, Callable[[_Bars], np.ndarray]] = {
@@ -193,9 +307,9 @@ ALPHA158_ROLLING: dict[str, RollingFeature] = {
     # Ref($close, d)/$close
     "ROC": lambda b, w: ops.shift(b.close, w) / b.close,
     # Mean($close, d)/$close
-    "MA": lambda b, w: b.rolling("close", lambda: b.close).mean(w) / b.close,
+    "MA": lambda b, w: b.rolling("close").mean(w) / b.close,
     # Std($close, d)/$close
-    "STD": lambda b, w: b.close_std(w) / b.close,
+    "STD": lambda b, w: b.std("close", w) / b.close,
     # Slope($close, d)/$close
     "BETA": lambda b, w: b.regression(w)[0] / b.close,
     # Rsquare($close, d)
@@ -207,9 +321,9 @@ ALPHA158_ROLLING: dict[str, RollingFeature] = {
     # Min($low, d)/$close
     "MIN": lambda b, w: b.minmax(w)[1] / b.close,
     # Quantile($close, d, 0.8)/$close
-    "QTLU": lambda b, w: ops.rolling_quantile(b.close, w, 0.8) / b.close,
+    "QTLU": lambda b, w: b.quantiles(w)[0] / b.close,
     # Quantile($close, d, 0.2)/$close
-    "QTLD": lambda b, w: ops.rolling_quantile(b.close, w, 0.2) / b.close,
+    "QTLD": lambda b, w: b.quantiles(w)[1] / b.close,
     # Rank($close, d)
     "RANK": lambda b, w: b.shared("rank:", lambda: ops.rolling_ranks(b.close, WINDOWS))[w],
     # ($close-Min($low, d))/(Max($high, d)-Min($low, d)+1e-12)
@@ -221,9 +335,9 @@ ALPHA158_ROLLING: dict[str, RollingFeature] = {
     # (IdxMax($high, d)-IdxMin($low, d))/d
     "IMXD": lambda b, w: (b.idx("max", w) - b.idx("min", w)) / w,
     # Corr($close, Log($volume+1), d)
-    "CORR": lambda b, w: b.corr_close_logvolume(w),
+    "CORR": lambda b, w: b.corr("close", "logvol", w),
     # Corr($close/Ref($close,1), Log($volume/Ref($volume, 1)+1), d)
-    "CORD": lambda b, w: b.corr_changes(w),
+    "CORD": lambda b, w: b.corr("ratio", "logratio", w),
     # Mean($close>Ref($close, 1), d)
     "CNTP": lambda b, w: b.count_mean(True, w),
     # Mean($close<Ref($close, 1), d)
@@ -237,11 +351,11 @@ ALPHA158_ROLLING: dict[str, RollingFeature] = {
     # (Sum(Greater($close-Ref($close, 1), 0), d)-Sum(Greater(Ref($close, 1)-$close, 0), d))/(Sum(Abs(...), d)+1e-12)
     "SUMD": lambda b, w: (b.sums("close", w)[0] - b.sums("close", w)[1]) / b.sums("close", w)[2],
     # Mean($volume, d)/($volume+1e-12)
-    "VMA": lambda b, w: b.rolling("volume", lambda: b.volume).mean(w) / b.volume_denom,
+    "VMA": lambda b, w: b.rolling("volume").mean(w) / b.volume_denom,
     # Std($volume, d)/($volume+1e-12)
-    "VSTD": lambda b, w: b.rolling("volume", lambda: b.volume).std(w) / b.volume_denom,
+    "VSTD": lambda b, w: b.std("volume", w) / b.volume_denom,
     # Std(Abs($close/Ref($close, 1)-1)*$volume, d)/(Mean(Abs($close/Ref($close, 1)-1)*$volume, d)+1e-12)
-    "WVMA": lambda b, w: b.change_volume().std(w) / (b.change_volume().mean(w) + 1e-12),
+    "WVMA": lambda b, w: b.std("chvol", w) / (b.rolling("chvol").mean(w) + 1e-12),
     # the same three sums of $volume
     "VSUMP": lambda b, w: b.sums("volume", w)[0] / b.sums("volume", w)[2],
     "VSUMN": lambda b, w: b.sums("volume", w)[1] / b.sums("volume", w)[2],
@@ -250,9 +364,10 @@ ALPHA158_ROLLING: dict[str, RollingFeature] = {
 
 # The last operator that uses each shared input or result (see _Bars.release_after).
 _LAST_USER = {
-    "close": "CORR", "reg": "RESI", "rank": "RANK", "minmax": "RSV", "imax": "IMXD", "imin": "IMXD", "logvol": "CORR",
-    "ratio": "CORD", "logratio": "CORD", "flag_True": "CNTD", "flag_False": "CNTD", "close_sums": "SUMD",
-    "volume": "VSTD", "chvol": "WVMA", "volume_sums": "VSUMD",
+    "close": "CORR", "reg": "RESI", "qtl": "QTLD", "rank": "RANK", "minmax": "RSV", "high": "IMXD",
+    "low": "IMXD", "imax": "IMXD", "imin": "IMXD", "logvol": "CORR", "ratio": "CORD", "logratio": "CORD",
+    "flag_True": "CNTD", "flag_False": "CNTD", "close_sums": "SUMD", "volume": "VSTD", "chvol": "WVMA",
+    "volume_sums": "VSUMD",
 }
 
 
@@ -315,21 +430,25 @@ class _Packing:
         return np.where(self.src >= 0, a.ravel().take(np.maximum(self.src, 0)), np.float32(np.nan)).astype(a.dtype)
 
 
-def alpha158_rows(panel: BarPanel, t: np.ndarray, i: np.ndarray):
-    """Yield (name, float32 [R]) for the rows (t[r], i[r]), the 158 features in Qlib's order."""
+def alpha158_rows(panel: BarPanel, t: np.ndarray, i: np.ndarray, start: int | None = None):
+    """Yield (name, values [R]) for the rows (t[r], i[r]), the 158 features in Qlib's order.
+
+    Values are float32 or float64 (Qlib's float64 results before its cast); store them as float32.
+    ``start``: the day index Qlib would be asked to start at (default: the first row's day).
+    """
     packing = _Packing(panel.field("close"), t, i)
     missing = np.full(packing.shape, np.nan, dtype=np.float32)
     fields = {k: packing.pack(panel.fields[k]) if panel.has(k) else missing for k in ALPHA360_FIELDS}
-    bars = _Bars(fields, packing.first)
+    bars = _Bars(fields, packing.first, _History(panel, packing, int(t.min()) if start is None else start))
     rows = packing.dest[t * panel.shape[1] + i]
     with np.errstate(divide="ignore", invalid="ignore"):
         for name, make in ALPHA158_KBAR.items():
-            yield name, make(bars).ravel().take(rows).astype(np.float32)
+            yield name, make(bars).ravel().take(rows)
         for field in ALPHA158_PRICE:
-            yield f"{field.upper()}0", (getattr(bars, field) / bars.close).ravel().take(rows).astype(np.float32)
+            yield f"{field.upper()}0", (getattr(bars, field) / bars.close).ravel().take(rows)
         for name, make in ALPHA158_ROLLING.items():
             for w in WINDOWS:
-                yield f"{name}{w}", make(bars, w).ravel().take(rows).astype(np.float32)
+                yield f"{name}{w}", make(bars, w).ravel().take(rows)
             bars.release_after(name)
 
 
@@ -365,12 +484,14 @@ def member_rows(market: Market, days: slice) -> tuple[np.ndarray, np.ndarray]:
     return t, i
 
 
-def feature_rows(panel: BarPanel, feature_set: str, t: np.ndarray, i: np.ndarray, progress: bool = False) -> np.ndarray:
+def feature_rows(panel: BarPanel, feature_set: str, t: np.ndarray, i: np.ndarray, progress: bool = False,
+                 start: int | None = None) -> np.ndarray:
     """Unprocessed features of the rows (t[r], i[r]): [R, F] float32, Qlib's column order.
 
     Alpha360 comes row-major (a row is one gather of 60-day windows), Alpha158
     column-major (a column is one [D, N] expression); either way a
-    DataFrame wraps the array without copying it.
+    DataFrame wraps the array without copying it. ``start``: Alpha158's
+    :func:`alpha158_rows`.
     """
     names = feature_names(feature_set)
     bar = tqdm(total=len(names), desc=feature_set, disable=None if progress else True, leave=False)
@@ -384,7 +505,7 @@ def feature_rows(panel: BarPanel, feature_set: str, t: np.ndarray, i: np.ndarray
         bar.update(len(names))
     else:
         columns = np.empty((len(names), len(t)), dtype=np.float32)
-        for j, (_, column) in enumerate(alpha158_rows(panel, t, i)):
+        for j, (_, column) in enumerate(alpha158_rows(panel, t, i, start)):
             columns[j] = column
             bar.update()
         values = columns.T
@@ -401,9 +522,10 @@ def build_feature_table(
     [start, end]; days before ``start`` only serve as history.
     """
     check_feature_set(feature_set)
-    t, i = member_rows(market, market.calendar.window(start, end))
+    days = market.calendar.window(start, end)
+    t, i = member_rows(market, days)
     index = pd.MultiIndex.from_arrays(
         [market.calendar.dates[t], market.panel.instruments[i].astype(str)], names=["datetime", "instrument"]
     )
-    values = feature_rows(market.panel, feature_set, t, i)
+    values = feature_rows(market.panel, feature_set, t, i, start=days.start)
     return pd.DataFrame(values, index=index, columns=feature_names(feature_set), copy=False)
