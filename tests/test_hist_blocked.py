@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conceptalpha.models.hist import HIST, top_k_similar
-from conceptalpha.models.ops import cosine_similarity_matrix, unit_rows
+from conceptalpha.models.ops import cosine_similarity_matrix, softmax_attention, unit_rows
 
 
 def _dense_reference_top_k(h: torch.Tensor, k: int) -> torch.Tensor:
@@ -47,3 +47,33 @@ def test_model_output_and_gradients_identical_blocked_vs_dense():
     out_blocked.square().sum().backward()
     for a, b in zip(dense.parameters(), blocked.parameters()):
         assert torch.equal(a.grad, b.grad)
+
+
+@pytest.mark.parametrize("block_rows", [1, 7, 64])
+def test_blocked_attention_equals_dense(block_rows):
+    """softmax_attention in row blocks (recomputing backward) = softmax(q kᵀ) v, values and gradients."""
+    gen = torch.Generator().manual_seed(block_rows)
+    q = torch.randn(50, 8, generator=gen, requires_grad=True)
+    k = torch.randn(30, 8, generator=gen, requires_grad=True)
+    weight = torch.randn(50, 8, generator=gen)
+    for values in (torch.randn(30, 5, generator=gen, requires_grad=True), k):  # also keys = values, as in HIST
+        inputs = [q, k] if values is k else [q, k, values]
+        dense = torch.softmax(q @ k.T, dim=1) @ values
+        blocked = softmax_attention(q, k, values, block_rows=block_rows)
+        torch.testing.assert_close(blocked, dense, rtol=1e-5, atol=1e-6)
+        w = weight[:, : values.shape[1]]
+        dense_grads = torch.autograd.grad((dense * w).sum(), inputs)
+        blocked_grads = torch.autograd.grad((blocked * w).sum(), inputs)
+        for got, expected in zip(blocked_grads, dense_grads):
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_is_blocked_above_the_size_bound(monkeypatch):
+    import conceptalpha.models.ops as ops
+
+    q, k = torch.randn(40, 4, requires_grad=True), torch.randn(20, 4)
+    monkeypatch.setattr(ops, "ATTENTION_BLOCK_ELEMENTS", 20 * 8)  # 8-row blocks
+    out = ops.softmax_attention(q, k, k)
+    assert out.grad_fn is not None and "Blocked" in type(out.grad_fn).__name__
+    torch.testing.assert_close(out, torch.softmax(q @ k.T, dim=1) @ k, rtol=1e-5, atol=1e-6)
+    assert ops.softmax_attention(q, k[:0], k[:0]).shape == (40, 4)

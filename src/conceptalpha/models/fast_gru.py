@@ -1,12 +1,11 @@
-"""A GRU with a hand-written backward pass, for CPU training.
+"""A GRU with a hand-written, cache-blocked forward and backward pass, for CPU training.
 
-``nn.GRU`` on CPU records ~20 autograd nodes per time step and layer; with
-whole cross-sections of a few hundred stocks that bookkeeping, not the
-arithmetic, dominates a training step. :func:`gru_last_state` computes the same
-function from the same ``nn.GRU`` parameters (PyTorch's gate order r, z, n)
-with one autograd node per layer: the input projections of all T steps are one
-matrix product, and the backward pass accumulates weight gradients over all
-steps in one product each. On CUDA (cuDNN is fast) it defers to ``nn.GRU``.
+``nn.GRU`` on CPU records ~20 autograd nodes per time step and layer, keeps
+every gate of every step for its backward pass, and streams whole
+cross-sections of a few thousand stocks through memory at every step.
+:func:`gru_last_state` computes the same function from the same ``nn.GRU``
+parameters (PyTorch's gate order r, z, n) with one autograd node for the whole
+stack. On CUDA (cuDNN is fast) it defers to ``nn.GRU``.
 
 Per layer, for t = 1..T (h_0 = 0)::
 
@@ -14,106 +13,451 @@ Per layer, for t = 1..T (h_0 = 0)::
     z_t = σ(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)
     n_t = tanh(W_in x_t + b_in + r_t ⊙ (W_hn h_{t-1} + b_hn))
     h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t-1}
+
+How it is laid out, and why:
+
+- Rows (stocks) are independent, so they are processed in blocks of
+  :data:`BLOCK_ROWS_PER_THREAD` rows per torch thread that go through all
+  layers, forward and backward, before the next block starts, and time is
+  processed in chunks of a few steps: a chunk's tensors stay in cache.
+- Inside a block everything is *feature-major*: a step's hidden state is
+  [H, B], its gates [4H, B], a chunk's gates [4H, S, B]. Per-step elementwise
+  operations read and write whole [H, B] arrays, and every product over a
+  chunk (input projections, weight gradients) is one matrix product.
+- A step's gate buffer first holds the input projection and, after the step,
+  exactly what the backward pass needs, [n, r, z, W_hn h_{t−1} + b_hn]; with
+  the states that is 5H floats per row, step and layer (a training step of
+  ``nn.GRU`` takes about twice as much memory). Above :data:`KEEP_GATES_MAX_BYTES` only the states are kept and
+  the backward pass recomputes each chunk's gates from them. Gate arrays are
+  recycled from one training step to the next (:class:`_GatePool`): first
+  touching hundreds of MB of fresh pages costs more than filling them.
+- The backward pass turns the gates into per-step factors (see
+  :func:`_factors`), so that all gate gradients of a step are *one*
+  multiplication of the incoming gradient, followed by one matrix product for
+  ∂h_{t−1}.
 """
 
 from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+#: Rows per block and torch thread. Each step's operations are split between
+#: the threads, so a block's share per core stays the same; larger blocks also
+#: make the per-step matrix products (K = H = 64) more efficient.
+BLOCK_ROWS_PER_THREAD = 768
+#: Size bound of a chunk's gradient buffer [5H, S, B] (float32 bytes) per torch
+#: thread; sets the chunk's number of steps S.
+CHUNK_BYTES_PER_THREAD = 4 << 20
+#: The gates of all steps (4H floats per row, step and layer) are kept for the
+#: backward pass up to this size; above it only the states are kept (a fifth)
+#: and the backward pass recomputes the gates, at about 25% more arithmetic.
+KEEP_GATES_MAX_BYTES = 512 << 20
 
-def gru_last_state(rnn: nn.GRU, x: torch.Tensor) -> torch.Tensor:
-    """Last hidden state of the top layer of ``rnn`` (batch_first) on x [N, T, F] → [N, H]."""
-    if x.device.type != "cpu" or x.dtype != torch.float32 or not rnn.bias or rnn.bidirectional:
+_WEIGHT_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+_sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input
+_tanh_backward = torch.ops.aten.tanh_backward.grad_input
+_rsub = torch.ops.aten.rsub.Scalar_out  # 1 − z into a preallocated slot
+
+
+def gru_last_state(rnn: nn.GRU, x: torch.Tensor, block_rows: int | None = None) -> torch.Tensor:
+    """Last hidden state of the top layer of ``rnn`` (batch_first) on x [N, T, F] → [N, H].
+
+    ``block_rows`` (default: :data:`BLOCK_ROWS_PER_THREAD` × torch threads) only changes
+    the speed; any value gives the same result up to float rounding.
+    """
+    if not _fast_path_applies(rnn, x):
         return rnn(x)[0][:, -1, :]
-    sequence = x.transpose(0, 1)  # time-major [T, N, F]: each step is a contiguous block
-    for layer in range(rnn.num_layers):
-        if layer > 0 and rnn.dropout > 0:
-            sequence = F.dropout(sequence, rnn.dropout, rnn.training)
-        weights = [getattr(rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-        sequence = _GRULayer.apply(sequence, *weights)
-    return sequence[-1]
+    layers = [[getattr(rnn, f"{name}_l{i}") for name in _WEIGHT_NAMES] for i in range(rnn.num_layers)]
+    rows = block_rows or BLOCK_ROWS_PER_THREAD * torch.get_num_threads()
+    if rnn.dropout > 0 and rnn.training and rnn.num_layers > 1:
+        sequence = x  # dropout acts between layers: one node per layer, full sequences between them
+        for i, weights in enumerate(layers):
+            if i:
+                sequence = F.dropout(sequence, rnn.dropout, True)
+            sequence = _GRUStack.apply(sequence, rows, i < rnn.num_layers - 1, *weights)
+        return sequence
+    return _GRUStack.apply(x, rows, False, *[w for weights in layers for w in weights])
 
 
-def _layer_forward(x, w_ih, w_hh, b_ih, b_hh, keep_gates: bool):
-    """One GRU layer over x [T, N, F] → states [T, N, H], and when ``keep_gates`` the
-    gates r‖z [T, N, 2H], n [T, N, H] and hidden projections W_h h + b_h [T, N, 3H].
+def _fast_path_applies(rnn: nn.GRU, x: torch.Tensor) -> bool:
+    """float32 on CPU, batch-first, biased, unidirectional, no projection, non-empty x."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and x.dim() == 3
+        and x.shape[0] > 0
+        and x.shape[1] > 0
+        and rnn.batch_first
+        and rnn.bias
+        and not rnn.bidirectional
+        and getattr(rnn, "proj_size", 0) == 0
+        and all(p.dtype == torch.float32 for p in rnn.parameters())
+    )
 
-    Every step writes into preallocated buffers (``out=``/in place): on a busy
-    CPU each extra kernel launch costs a thread synchronisation.
+
+@dataclass
+class _Layer:
+    """One layer's weights rearranged for the block layout (H = hidden size).
+
+    ``w_in`` [3H, F] and ``b_in`` [4H, 1] give a step's gate buffer its initial
+    content [W_in x + b_in, W_ir x + b_ir + b_hr, W_iz x + b_iz + b_hz, b_hn],
+    to which ``w_hh`` [3H, H] (``weight_hh``, rows r, z, n) adds the hidden
+    projection in rows H..4H; ``w_hh_nrz_t`` [H, 3H] is ``weight_hh``
+    transposed with its columns in the order n, r, z of the gradient buffer;
+    ``w_ih_t`` [F, 3H] is ``weight_ih`` transposed.
     """
-    steps, n_rows, _ = x.shape
-    size = w_hh.shape[1]
-    input_part = torch.addmm(b_ih, x.reshape(steps * n_rows, -1), w_ih.T).view(steps, n_rows, 3 * size)
-    kept = steps if keep_gates else 1
-    hidden_part = x.new_empty(kept, n_rows, 3 * size)
-    gates_rz = x.new_empty(kept, n_rows, 2 * size)
-    gates_n = x.new_empty(kept, n_rows, size)
-    states = x.new_empty(steps, n_rows, size)
-    h = x.new_zeros(n_rows, size)
-    for t in range(steps):
-        k = t if keep_gates else 0
-        hp = torch.addmm(b_hh, h, w_hh.T, out=hidden_part[k])
-        rz = torch.add(input_part[t, :, : 2 * size], hp[:, : 2 * size], out=gates_rz[k]).sigmoid_()
-        r, z = rz[:, :size], rz[:, size:]
-        n = _tanh_(torch.addcmul(input_part[t, :, 2 * size :], r, hp[:, 2 * size :], out=gates_n[k]))
-        h = torch.addcmul(n, z, h - n, out=states[t])
-    if not keep_gates:
-        return states, None, None, None
-    return states, gates_rz, gates_n, hidden_part
 
-
-def _tanh_(x: torch.Tensor) -> torch.Tensor:
-    """tanh(x) = 2σ(2x) − 1, in place.
-
-    ``torch.tanh`` on contiguous float32 goes through MKL's vector library,
-    whose threads cost milliseconds per call on a busy CPU even for a few
-    hundred elements; sigmoid has no such path. Same function, ~1e-7 apart.
-    """
-    return x.mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0)
-
-
-class _GRULayer(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, w_ih, w_hh, b_ih, b_hh):
-        keep = any(ctx.needs_input_grad)
-        states, rz, n, hidden_part = _layer_forward(x, w_ih, w_hh, b_ih, b_hh, keep)
-        if keep:
-            ctx.save_for_backward(x, w_ih, w_hh, states, rz, n, hidden_part)
-        return states
+    w_in: torch.Tensor
+    b_in: torch.Tensor
+    w_hh: torch.Tensor
+    w_hh_nrz_t: torch.Tensor
+    w_ih_t: torch.Tensor
 
     @staticmethod
-    def backward(ctx, grad_states):
-        """Back-propagation through time. With a = ∂L/∂h_t (from above and from step t+1):
-        ∂n_pre = a(1−z)(1−n²), ∂z_pre = a(h_{t−1}−n)z(1−z), ∂r_pre = ∂n_pre·(W_hn h+b_hn)·r(1−r),
-        ∂(W_hn h + b_hn) = ∂n_pre·r, and ∂h_{t−1} = a z + [∂r_pre ‖ ∂z_pre ‖ ∂n_pre r] W_h.
-        The per-step factors are computed for all steps at once, before the loop."""
-        x, w_ih, w_hh, states, rz, n, hidden_part = ctx.saved_tensors
-        steps, n_rows, size = states.shape
-        r, z = rz[..., :size], rz[..., size:]
-        previous = torch.cat([states.new_zeros(1, n_rows, size), states[:-1]])
-        factor_n = (1 - z) * (1 - n * n)
-        factor_z = (previous - n) * z * (1 - z)
-        factor_r = hidden_part[..., 2 * size :] * r * (1 - r)
-        grad_pre = states.new_empty(steps, n_rows, 3 * size)  # ∂L/∂(r, z, n pre-activations)
-        grad_hidden_n = states.new_empty(steps, n_rows, size)  # ∂L/∂(W_hn h + b_hn)
-        w_hh_rz, w_hh_n = w_hh[: 2 * size], w_hh[2 * size :]
-        dh = states.new_zeros(n_rows, size)
-        for t in range(steps - 1, -1, -1):
-            a = dh.add_(grad_states[t])
-            dn = torch.mul(a, factor_n[t], out=grad_pre[t, :, 2 * size :])
-            torch.mul(a, factor_z[t], out=grad_pre[t, :, size : 2 * size])
-            torch.mul(dn, factor_r[t], out=grad_pre[t, :, :size])
-            dhn = torch.mul(dn, r[t], out=grad_hidden_n[t])
-            dh = torch.addmm(a * z[t], grad_pre[t, :, : 2 * size], w_hh_rz).addmm_(dhn, w_hh_n)
-        flat_pre = grad_pre.reshape(-1, 3 * size)
-        flat_hidden = torch.cat([grad_pre[..., : 2 * size], grad_hidden_n], dim=2).reshape(-1, 3 * size)
-        grad_x = (flat_pre @ w_ih).view(steps, n_rows, -1) if ctx.needs_input_grad[0] else None
-        return (
-            grad_x,
-            flat_pre.T @ x.reshape(steps * n_rows, -1),
-            flat_hidden.T @ previous.reshape(-1, size),
-            flat_pre.sum(0),
-            flat_hidden.sum(0),
+    def of(w_ih, w_hh, b_ih, b_hh) -> _Layer:
+        size = w_hh.shape[1]
+        r, z, n = slice(0, size), slice(size, 2 * size), slice(2 * size, 3 * size)
+        bias = torch.cat([b_ih[n], b_ih[r] + b_hh[r], b_ih[z] + b_hh[z], b_hh[n]])
+        return _Layer(
+            w_in=torch.cat([w_ih[n], w_ih[r], w_ih[z]]),
+            b_in=bias[:, None],
+            w_hh=w_hh,
+            w_hh_nrz_t=torch.cat([w_hh[n], w_hh[r], w_hh[z]]).T,
+            w_ih_t=w_ih.T,
         )
+
+    @property
+    def size(self) -> int:
+        return self.w_hh.shape[1]
+
+
+def _row_blocks(n: int, block_rows: int) -> list[tuple[int, int]]:
+    """Split n rows into ⌈n / block_rows⌉ consecutive blocks [start, stop), as equal as
+    possible; from 16 rows on, sizes are multiples of 16 (AVX-512 float32 lanes, so that
+    strided rows have no scalar tails) but the last."""
+    count = max(1, -(-n // block_rows))
+    size = -(-n // count)
+    if block_rows >= 16:
+        size = min(n, -(-size // 16) * 16)
+    return [(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def _chunks(steps: int, rows: int, size: int, budget: int) -> list[tuple[int, int]]:
+    """Consecutive time spans [start, stop) whose gradient buffer [5H, S, B] fits ``budget`` bytes."""
+    span = max(1, min(steps, budget // (4 * 5 * size * rows)))
+    return [(start, min(start + span, steps)) for start in range(0, steps, span)]
+
+
+def _feature_major(x: torch.Tensor) -> torch.Tensor:
+    """Batch-first [B, T, F] → contiguous [F, T, B]."""
+    return x.permute(2, 1, 0).contiguous()
+
+
+class _Workspace:
+    """Named scratch arrays, reused by every block and chunk: first touching
+    fresh memory costs about as much as the arithmetic done in it."""
+
+    def __init__(self, like: torch.Tensor):
+        self.like = like
+        self.arrays: dict[str, torch.Tensor] = {}
+
+    def view(self, name: str, *shape: int) -> torch.Tensor:
+        """A contiguous array of ``shape`` in the scratch array ``name`` (grown on demand)."""
+        numel = math.prod(shape)
+        array = self.arrays.get(name)
+        if array is None or array.numel() < numel:
+            array = self.arrays[name] = self.like.new_empty(numel)
+        return array[:numel].view(shape)
+
+
+class _GatePool:
+    """Gate arrays handed back by finished backward passes, for the next forward
+    pass to fill, up to :data:`KEEP_GATES_MAX_BYTES` in all.
+
+    A training step frees its gates at the end and the next step allocates the
+    same arrays again: through the allocator that is hundreds of MB of fresh
+    pages (glibc returns large or many freed blocks to the system), whose first
+    touch costs more than writing them. Arrays are flat and their sizes rounded
+    up to 1/16 of a power of two, so that days with slightly different numbers
+    of stocks share them. They are private to this module: a backward pass
+    hands back only those it has finished with, and a graph dropped without
+    backward simply frees its own. A request the pool cannot serve frees one
+    array of another size, so unused sizes drain away.
+    """
+
+    def __init__(self):
+        self.free: dict[int, list[torch.Tensor]] = {}
+        self.bytes = 0
+        self.lock = threading.Lock()
+
+    def take(self, like: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        """A [shape] view of a pooled (or new) flat array."""
+        numel = math.prod(shape)
+        size = _rounded_up(numel)
+        array = None
+        with self.lock:
+            if self.free.get(size):
+                array = self.free[size].pop()
+                self.bytes -= array.nbytes
+            else:
+                stale = next((arrays for arrays in self.free.values() if arrays), None)
+                if stale:
+                    self.bytes -= stale.pop().nbytes  # freed with its last reference
+        if array is None:
+            array = like.new_empty(size)
+        return array[:numel].view(shape)
+
+    def give(self, arrays: list[torch.Tensor]) -> None:
+        """Return arrays from :meth:`take` that nothing will read any more."""
+        with self.lock:
+            for array in arrays:
+                base = array._base
+                if base is not None and self.bytes + base.nbytes <= KEEP_GATES_MAX_BYTES:
+                    self.free.setdefault(base.numel(), []).append(base)
+                    self.bytes += base.nbytes
+
+
+def _rounded_up(numel: int) -> int:
+    """numel rounded up to a multiple of 1/16 of its power of two (at most 6.25% more)."""
+    step = 1 << max(0, numel.bit_length() - 5)
+    return -(-numel // step) * step
+
+
+_gate_pool = _GatePool()
+
+
+class _GRUStack(torch.autograd.Function):
+    """A stack of GRU layers on batch-first x [N, T, F]: the top layer's last state
+    [N, H], or (``return_sequence``) all its states [N, T, H].
+
+    Kept for backward, per row block and layer: the states [H, T+1, B]
+    (h_0 = 0 first) and, within :data:`KEEP_GATES_MAX_BYTES`, each chunk's
+    gates [4H, S, B]. The first backward pass hands the gates back to
+    :data:`_gate_pool`; a second one (``retain_graph``) recomputes them.
+    """
+
+    @staticmethod
+    def forward(ctx, x, block_rows, return_sequence, *weights):
+        layers = [_Layer.of(*weights[i : i + 4]) for i in range(0, len(weights), 4)]
+        n, steps, _ = x.shape
+        size = layers[0].size
+        blocks = _row_blocks(n, block_rows)
+        budget = CHUNK_BYTES_PER_THREAD * torch.get_num_threads()  # fixed here: backward must chunk alike
+        keep = any(ctx.needs_input_grad)
+        keep_gates = keep and 4 * 4 * size * steps * n * len(layers) <= KEEP_GATES_MAX_BYTES
+        kept_states: list[torch.Tensor] = []  # per block, per layer
+        kept_gates: list[list[torch.Tensor]] = []  # per block, per layer: each chunk's gates
+        out = x.new_empty((n, steps, size) if return_sequence else (n, size))
+        work = _Workspace(x)
+        for start, stop in blocks:
+            rows = stop - start
+            inputs = _feature_major(x[start:stop])
+            chunks = _chunks(steps, rows, size, budget)
+            for depth, layer in enumerate(layers):
+                if keep:  # a few MB each: glibc reuses freed arrays below 32 MB, unmaps larger ones
+                    states = x.new_empty(size, steps + 1, rows)
+                    kept_states.append(states)
+                else:
+                    states = work.view(f"states{depth % 2}", size, steps + 1, rows)
+                gates = [] if keep_gates else None
+                _layer_forward(layer, inputs, states, chunks, work, gates)
+                kept_gates.append(gates)
+                inputs = states[:, 1:]
+            out[start:stop] = inputs.permute(2, 1, 0) if return_sequence else inputs[:, -1].T
+        if keep:
+            ctx.save_for_backward(x, *weights, *kept_states)
+            ctx.gates = kept_gates if keep_gates else None
+            ctx.shape = (steps, size, blocks, budget, len(layers), return_sequence)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        steps, size, blocks, budget, depth, return_sequence = ctx.shape
+        x, *rest = ctx.saved_tensors
+        layers = [_Layer.of(*rest[i : i + 4]) for i in range(0, 4 * depth, 4)]
+        kept_states = rest[4 * depth :]
+        kept_gates, ctx.gates = ctx.gates, None
+        need_x = ctx.needs_input_grad[0]
+        grad_x = torch.empty_like(x) if need_x else None
+        work = _Workspace(x)
+        sums = [_GradientSums.zeros(layer) for layer in layers]
+        for index, (start, stop) in enumerate(blocks):
+            rows = stop - start
+            grad = grad_out[start:stop]
+            grad = grad.permute(2, 1, 0).contiguous() if return_sequence else grad.T.contiguous()
+            chunks = _chunks(steps, rows, size, budget)
+            for level in range(depth - 1, -1, -1):
+                states = kept_states[depth * index + level]
+                gates = kept_gates[depth * index + level] if kept_gates else []
+                inputs = kept_states[depth * index + level - 1][:, 1:] if level else _feature_major(x[start:stop])
+                # ∂L/∂(the layer's inputs), alternating between two arrays on its way down
+                grad_inputs = work.view(f"grad{level % 2}", inputs.shape[0], steps, rows) if level or need_x else None
+                last_only = level == depth - 1 and not return_sequence
+                _layer_backward(
+                    layers[level], inputs, states, gates, chunks, grad, last_only, sums[level], grad_inputs, work
+                )
+                _gate_pool.give(gates)
+                grad = grad_inputs
+            if need_x:
+                grad_x[start:stop] = grad.permute(2, 1, 0)
+        weight_grads = [g for layer_sums in sums for g in layer_sums.unpack()]
+        return (grad_x, None, None, *weight_grads)
+
+
+def _project_inputs(layer: _Layer, inputs: torch.Tensor, gates: torch.Tensor) -> None:
+    """gates [4H, S, B] ← [W_in x + b_in, W_ir x + b_ir + b_hr, W_iz x + b_iz + b_hz, b_hn] for inputs [F, S, B]."""
+    size = layer.size
+    flat = gates.view(4 * size, -1)
+    torch.addmm(layer.b_in[: 3 * size], layer.w_in, inputs.reshape(inputs.shape[0], -1), out=flat[: 3 * size])
+    flat[3 * size :].copy_(layer.b_in[3 * size :])
+
+
+def _layer_forward(
+    layer: _Layer,
+    inputs: torch.Tensor,
+    states: torch.Tensor,
+    chunks: list[tuple[int, int]],
+    work: _Workspace,
+    kept: list[torch.Tensor] | None,
+) -> None:
+    """One layer over a block: inputs [F, T, B] → states [H, T+1, B] (h_0 = 0).
+
+    After step t its chunk's gates [4H, S, B] hold [n_t, r_t, z_t, W_hn h_{t-1} + b_hn];
+    when ``kept`` is given, each chunk's gates are an array of its own appended to it.
+    """
+    size, rows = layer.size, inputs.shape[2]
+    states[:, 0].zero_()
+    h = states.unbind(1)
+    for start, stop in chunks:
+        if kept is None:
+            gates = work.view("gates", 4 * size, stop - start, rows)
+        else:
+            gates = _gate_pool.take(states, (4 * size, stop - start, rows))
+            kept.append(gates)
+        _project_inputs(layer, inputs[:, start:stop], gates)
+        hidden, rz = gates[size:].unbind(1), gates[size : 3 * size].unbind(1)
+        n, r, z, hn = (gates[k * size : (k + 1) * size].unbind(1) for k in range(4))
+        for i, t in enumerate(range(start, stop)):
+            if t:  # h_0 = 0: the first hidden projection is its bias
+                hidden[i].addmm_(layer.w_hh, h[t])
+            rz[i].sigmoid_()
+            n[i].addcmul_(r[i], hn[i]).tanh_()
+            torch.lerp(n[i], h[t], z[i], out=h[t + 1])
+
+
+def _recompute_gates(layer: _Layer, inputs: torch.Tensor, previous: torch.Tensor, gates: torch.Tensor) -> None:
+    """gates [4H, S, B] ← [n, r, z, W_hn h_{t-1} + b_hn] of a chunk, from its inputs [F, S, B]
+    and h_{t-1} [H, S, B]: the forward pass's arithmetic, all S steps at once."""
+    size = layer.size
+    _project_inputs(layer, inputs, gates)
+    flat = gates.view(4 * size, -1)
+    flat[size:].addmm_(layer.w_hh, previous.reshape(size, -1))
+    flat[size : 3 * size].sigmoid_()
+    flat[:size].addcmul_(flat[size : 2 * size], flat[3 * size :]).tanh_()
+
+
+def _factors(gates: torch.Tensor, previous: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Per-step factors out [5H, S, B] from gates [4H, S, B] and h_{t-1} [H, S, B].
+
+    With a = ∂L/∂h_t, every gradient of step t is a times a factor::
+
+        ∂(W_hn h + b_hn) = a·(1−z)(1−n²)·r        = a·f_hn
+        ∂r_pre           = a·(1−z)(1−n²)·hn·r(1−r) = a·f_r
+        ∂z_pre           = a·(h_{t−1}−n)·z(1−z)    = a·f_z
+        ∂n_pre           = a·(1−z)(1−n²)           = a·f_n
+        ∂h_{t−1} (direct) = a·z
+
+    stored in that order [f_hn, f_r, f_z, f_n, z], so that [∂hn, ∂r, ∂z]
+    matches ``w_hh_nrz_t`` and [∂r, ∂z, ∂n] matches ``weight_ih``.
+    """
+    size = previous.shape[0]
+    n, r, z, hn = (gates[k * size : (k + 1) * size] for k in range(4))
+    f_hn, f_r, f_z, f_n, f_h = (out[k * size : (k + 1) * size] for k in range(5))
+    f_h.copy_(z)
+    _tanh_backward(_rsub(z, 1.0, out=f_n), n, grad_input=f_n)
+    _sigmoid_backward(torch.sub(previous, n, out=f_z), z, grad_input=f_z)
+    torch.mul(f_n, r, out=f_hn)
+    _sigmoid_backward(torch.mul(f_n, hn, out=f_r), r, grad_input=f_r)
+    return out
+
+
+@dataclass
+class _GradientSums:
+    """Running sums over blocks of one layer's gradients: ∂W_hh with rows n, r, z;
+    ∂W_ih (rows r, z, n); bias sums [∂hn, ∂r, ∂z, ∂n] in the gradient buffer's order."""
+
+    w_hh_nrz: torch.Tensor
+    w_ih: torch.Tensor
+    bias: torch.Tensor
+
+    @staticmethod
+    def zeros(layer: _Layer) -> _GradientSums:
+        size, features, like = layer.size, layer.w_ih_t.shape[0], layer.w_hh
+        return _GradientSums(
+            like.new_zeros(3 * size, size), like.new_zeros(3 * size, features), like.new_zeros(4 * size)
+        )
+
+    def unpack(self) -> tuple[torch.Tensor, ...]:
+        """(∂weight_ih, ∂weight_hh, ∂bias_ih, ∂bias_hh) in PyTorch's gate order r, z, n."""
+        size = self.w_hh_nrz.shape[1]
+        n, rz = slice(0, size), slice(size, 3 * size)
+        b = self.bias
+        return (self.w_ih, torch.cat([self.w_hh_nrz[rz], self.w_hh_nrz[n]]), b[size:], torch.cat([b[rz], b[n]]))
+
+
+def _layer_backward(
+    layer: _Layer,
+    inputs: torch.Tensor,
+    states: torch.Tensor,
+    kept_gates: list[torch.Tensor],
+    chunks: list[tuple[int, int]],
+    grad: torch.Tensor,
+    last_only: bool,
+    sums: _GradientSums,
+    grad_inputs: torch.Tensor | None,
+    work: _Workspace,
+) -> None:
+    """Back-propagate one layer through a block, chunk by chunk from the last step.
+
+    inputs [F, T, B], states [H, T+1, B], ``kept_gates`` the forward pass's
+    gates of each chunk (or empty: recompute them); ``grad`` is ∂L/∂h_t [H, T, B] (or,
+    ``last_only``, ∂L/∂h_T [H, B]). Adds the block's weight gradients to
+    ``sums`` and, when ``grad_inputs`` [F, T, B] is given, writes ∂L/∂inputs.
+    """
+    size, steps, rows = layer.size, inputs.shape[1], inputs.shape[2]
+    features = inputs.shape[0]
+    grad_steps = None if last_only else grad.unbind(1)
+    dh = grad if last_only else grad_steps[steps - 1]
+    for index in range(len(chunks) - 1, -1, -1):
+        start, stop = chunks[index]
+        span = stop - start
+        previous = states[:, start:stop]
+        if kept_gates:
+            gates = kept_gates[index]
+        else:
+            gates = work.view("gates", 4 * size, span, rows)
+            _recompute_gates(layer, inputs[:, start:stop], previous, gates)
+        factors = _factors(gates, previous, work.view("factors", 5 * size, span, rows))
+        all_factors = factors.view(5, size, span, rows).unbind(2)
+        hidden, direct = factors[: 3 * size].unbind(1), factors[4 * size :].unbind(1)
+        for i in range(span - 1, -1, -1):
+            t = start + i
+            if t < steps - 1 and not last_only:
+                dh = dh.add_(grad_steps[t])
+            all_factors[i].mul_(dh)  # now the gradients [∂hn, ∂r, ∂z, ∂n, ∂h_{t−1} direct]
+            if i:  # a·z is not needed after this step: ∂h_{t−1} accumulates in its place
+                dh = direct[i].addmm_(layer.w_hh_nrz_t, hidden[i])
+            elif t:  # the next chunk's factors will overwrite this one's
+                dh = torch.addmm(direct[i], layer.w_hh_nrz_t, hidden[i], out=work.view("carry", size, rows))
+        flat = factors.view(5 * size, -1)
+        sums.w_hh_nrz.addmm_(flat[: 3 * size], previous.reshape(size, -1).T)
+        sums.w_ih.addmm_(flat[size : 4 * size], inputs[:, start:stop].reshape(features, -1).T)
+        sums.bias.add_(flat[: 4 * size].sum(1))
+        if grad_inputs is not None:
+            torch.mm(layer.w_ih_t, flat[size : 4 * size], out=grad_inputs[:, start:stop].view(features, -1))

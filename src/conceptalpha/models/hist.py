@@ -42,8 +42,10 @@ from conceptalpha.models.fast_gru import gru_last_state
 from conceptalpha.models.ops import softmax_attention, unit_rows
 
 #: Default bound on the size of one block of the hidden-concept similarity
-#: (rows × N float32 elements, 64 MiB); below it the search is one dense block.
-SIMILARITY_BLOCK_ELEMENTS = 1 << 24
+#: (rows × N float32 elements, 4 MiB); below it the search is one dense block.
+#: Small blocks in one reused array stay in cache; a fresh N×N matrix costs
+#: more to allocate and first touch than the product that fills it.
+SIMILARITY_BLOCK_ELEMENTS = 1 << 20
 
 
 @dataclass
@@ -189,11 +191,12 @@ def top_k_similar(h_unit: torch.Tensor, k: int, block_rows: int | None = None) -
     k = min(k, n - 1)
     if k <= 0:
         return torch.zeros(n, 0, dtype=torch.long, device=h_unit.device)
-    block = block_rows or max(1, SIMILARITY_BLOCK_ELEMENTS // n)
+    block = min(n, block_rows or max(1, SIMILARITY_BLOCK_ELEMENTS // n))
     links = torch.empty(n, k, dtype=torch.long, device=h_unit.device)
+    scratch = h_unit.new_empty(block, n)
     for start in range(0, n, block):
         stop = min(start + block, n)
-        similarity = h_unit[start:stop] @ h_unit.T
+        similarity = torch.mm(h_unit[start:stop], h_unit.T, out=scratch[: stop - start])
         local = torch.arange(stop - start, device=h_unit.device)
         similarity[local, local + start] = -torch.inf
         links[start:stop] = similarity.topk(k, dim=1).indices

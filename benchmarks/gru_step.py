@@ -1,0 +1,115 @@
+"""The GRU encoder alone: forward + backward of ``gru_last_state`` against ``nn.GRU``
+(2 layers, hidden 64, T = 60, F = 6), measured in the same run.
+
+Each measurement runs in its own subprocess, so that its peak resident memory
+(``ru_maxrss``) is its own; the two sides alternate, round after round, and the
+JSON reports medians and ratios (ours / nn.GRU; below 1 is better). Default
+cases: N = 150 and 600 rows with 1 torch thread, N = 3000 with 2 threads.
+
+    .venv/bin/python benchmarks/gru_step.py
+    .venv/bin/python benchmarks/gru_step.py --cases 150x1 --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+T, F, HIDDEN, LAYERS = 60, 6, 64, 2
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def worker(side: str, n: int, threads: int, steps: int) -> dict:
+    """Time ``steps`` forward + backward passes (after two warm-ups) in this process."""
+    import torch
+
+    from conceptalpha.models.fast_gru import gru_last_state
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    rnn = torch.nn.GRU(F, HIDDEN, LAYERS, batch_first=True)
+    x = torch.randn(n, T, F)
+    weight = torch.randn(n, HIDDEN)
+    encode = (lambda: gru_last_state(rnn, x)) if side == "ours" else (lambda: rnn(x)[0][:, -1, :])
+
+    def step():
+        for p in rnn.parameters():
+            p.grad = None
+        (encode() * weight).sum().backward()
+
+    rss_before = _rss_mb()
+    times = []
+    for i in range(steps + 2):
+        started = time.perf_counter()
+        step()
+        if i >= 2:
+            times.append(time.perf_counter() - started)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"step_s": times, "peak_rss_mb": peak, "step_peak_over_start_mb": peak - rss_before}
+
+
+def _run_worker(side: str, n: int, threads: int, steps: int) -> dict:
+    command = [sys.executable, __file__, "--worker", side, "--cases", f"{n}x{threads}", "--steps", str(steps)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _summary(runs: list[dict]) -> dict:
+    ok = [r for r in runs if "step_s" in r]
+    if not ok:
+        return {"error": runs[0].get("error", "no run")}
+    times = [t for r in ok for t in r["step_s"]]
+    return {
+        "step_s_median": statistics.median(times),
+        "step_s_min": min(times),
+        "steps_timed": len(times),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in ok),
+        "step_peak_over_start_mb": max(r["step_peak_over_start_mb"] for r in ok),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", default="150x1,600x1,3000x2", help="NxTHREADS,...")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating subprocess rounds per side")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per subprocess")
+    parser.add_argument("--worker", choices=["ours", "torch"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    cases = [tuple(int(v) for v in s.split("x")) for s in args.cases.split(",")]
+    if args.worker:
+        print(json.dumps(worker(args.worker, *cases[0], args.steps)))
+        return
+    report = {"benchmark": "gru_step", "T": T, "F": F, "hidden": HIDDEN, "layers": LAYERS,
+              "load_average_start": os.getloadavg(), "cases": []}
+    for n, threads in cases:
+        runs = {"ours": [], "torch": []}
+        for _ in range(args.rounds):
+            for side in runs:
+                runs[side].append(_run_worker(side, n, threads, args.steps))
+        entry = {"N": n, "threads": threads, "ours": _summary(runs["ours"]), "nn_gru": _summary(runs["torch"])}
+        if "error" not in entry["ours"] and "error" not in entry["nn_gru"]:
+            ours, theirs = entry["ours"], entry["nn_gru"]
+            entry["time_ratio"] = ours["step_s_median"] / theirs["step_s_median"]
+            entry["step_memory_ratio"] = ours["step_peak_over_start_mb"] / theirs["step_peak_over_start_mb"]
+        report["cases"].append(entry)
+        print(json.dumps(entry), file=sys.stderr)
+    report["load_average_end"] = os.getloadavg()
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
