@@ -16,13 +16,11 @@ import argparse
 import json
 import os
 import resource
-import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from step_timing import run_worker, summarise
+
 T, F, HIDDEN, LAYERS = 60, 6, 64, 2
 
 
@@ -61,25 +59,7 @@ def worker(side: str, n: int, threads: int, steps: int) -> dict:
 
 
 def _run_worker(side: str, n: int, threads: int, steps: int) -> dict:
-    command = [sys.executable, __file__, "--worker", side, "--cases", f"{n}x{threads}", "--steps", str(steps)]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-    if done.returncode != 0:
-        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def _summary(runs: list[dict]) -> dict:
-    ok = [r for r in runs if "step_s" in r]
-    if not ok:
-        return {"error": runs[0].get("error", "no run")}
-    times = [t for r in ok for t in r["step_s"]]
-    return {
-        "step_s_median": statistics.median(times),
-        "step_s_min": min(times),
-        "steps_timed": len(times),
-        "peak_rss_mb": max(r["peak_rss_mb"] for r in ok),
-        "step_peak_over_start_mb": max(r["step_peak_over_start_mb"] for r in ok),
-    }
+    return run_worker([sys.executable, __file__, "--worker", side, "--cases", f"{n}x{threads}", "--steps", str(steps)])
 
 
 def main() -> None:
@@ -100,7 +80,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for side in runs:
                 runs[side].append(_run_worker(side, n, threads, args.steps))
-        entry = {"N": n, "threads": threads, "ours": _summary(runs["ours"]), "nn_gru": _summary(runs["torch"])}
+        entry = {"N": n, "threads": threads, "ours": summarise(runs["ours"]), "nn_gru": summarise(runs["torch"])}
         if "error" not in entry["ours"] and "error" not in entry["nn_gru"]:
             ours, theirs = entry["ours"], entry["nn_gru"]
             entry["time_ratio"] = ours["step_s_median"] / theirs["step_s_median"]

@@ -21,11 +21,11 @@ import argparse
 import json
 import os
 import resource
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from step_timing import run_worker, summarise
 
 REPO = Path(__file__).resolve().parents[1]
 OURS_PYTHON = REPO / ".venv" / "bin" / "python"
@@ -101,25 +101,7 @@ def worker(side: str, n: int, c: int, steps: int) -> dict:
 
 
 def _run_worker(python: Path, side: str, n: int, c: int, steps: int) -> dict:
-    command = [str(python), __file__, "--worker", side, "--sizes", f"{n}x{c}", "--steps", str(steps)]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-    if done.returncode != 0:
-        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def _summary(runs: list[dict]) -> dict:
-    ok = [r for r in runs if "step_s" in r]
-    if not ok:
-        return {"error": runs[0].get("error", "no run")}
-    times = [t for r in ok for t in r["step_s"]]
-    return {
-        "step_s_median": statistics.median(times),
-        "step_s_min": min(times),
-        "steps_timed": len(times),
-        "peak_rss_mb": max(r["peak_rss_mb"] for r in ok),
-        "step_peak_over_start_mb": max(r["step_peak_over_start_mb"] for r in ok),
-    }
+    return run_worker([str(python), __file__, "--worker", side, "--sizes", f"{n}x{c}", "--steps", str(steps)])
 
 
 def main() -> None:
@@ -153,9 +135,9 @@ def main() -> None:
             runs["ours"].append(_run_worker(OURS_PYTHON, "ours", n, c, args.steps))
             if with_qlib:
                 runs["qlib"].append(_run_worker(QLIB_PYTHON, "qlib", n, c, args.steps))
-        entry = {"N": n, "C": c, "ours": _summary(runs["ours"])}
+        entry = {"N": n, "C": c, "ours": summarise(runs["ours"])}
         if with_qlib:
-            entry["qlib"] = _summary(runs["qlib"])
+            entry["qlib"] = summarise(runs["qlib"])
             if "error" not in entry["qlib"] and "error" not in entry["ours"]:
                 entry["time_ratio_ours_over_qlib"] = entry["ours"]["step_s_median"] / entry["qlib"]["step_s_median"]
                 entry["peak_rss_ratio_ours_over_qlib"] = entry["ours"]["peak_rss_mb"] / entry["qlib"]["peak_rss_mb"]
