@@ -15,18 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
-import time
 
-from step_timing import run_worker, summarise
+from step_timing import run_worker, summarise, time_steps
 
 T, F, HIDDEN, LAYERS = 60, 6, 64, 2
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def worker(side: str, n: int, threads: int, steps: int) -> dict:
@@ -47,15 +40,7 @@ def worker(side: str, n: int, threads: int, steps: int) -> dict:
             p.grad = None
         (encode() * weight).sum().backward()
 
-    rss_before = _rss_mb()
-    times = []
-    for i in range(steps + 2):
-        started = time.perf_counter()
-        step()
-        if i >= 2:
-            times.append(time.perf_counter() - started)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"step_s": times, "peak_rss_mb": peak, "step_peak_over_start_mb": peak - rss_before}
+    return time_steps(step, steps, warmups=2)
 
 
 def _run_worker(side: str, n: int, threads: int, steps: int) -> dict:

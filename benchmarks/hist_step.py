@@ -20,12 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
-import time
 from pathlib import Path
 
-from step_timing import run_worker, summarise
+from step_timing import run_worker, summarise, time_steps
 
 REPO = Path(__file__).resolve().parents[1]
 OURS_PYTHON = REPO / ".venv" / "bin" / "python"
@@ -48,11 +46,6 @@ def _inputs(n: int, c: int):
     cap = torch.from_numpy(rng.lognormal(23.0, 1.0, n).astype(np.float32))
     y = torch.from_numpy(rng.standard_normal(n).astype(np.float32))
     return x, membership, cap, y
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def worker(side: str, n: int, c: int, steps: int) -> dict:
@@ -89,15 +82,7 @@ def worker(side: str, n: int, c: int, steps: int) -> dict:
         torch.nn.utils.clip_grad_value_(model.parameters(), 3.0)
         optimizer.step()
 
-    rss_before = _rss_mb()
-    times = []
-    for i in range(steps + 1):
-        started = time.perf_counter()
-        step()
-        if i:  # the first step is a warm-up
-            times.append(time.perf_counter() - started)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"step_s": times, "peak_rss_mb": peak, "step_peak_over_start_mb": peak - rss_before}
+    return time_steps(step, steps, warmups=1)
 
 
 def _run_worker(python: Path, side: str, n: int, c: int, steps: int) -> dict:

@@ -1,14 +1,35 @@
-"""Shared by the step benchmarks: run one measuring worker in its own subprocess
-(so that its peak RSS is its own) and summarise several such runs."""
+"""Shared by the step benchmarks: time steps inside a worker, run each worker in its
+own subprocess (so that its peak RSS is its own) and summarise several such runs."""
 
 from __future__ import annotations
 
 import json
+import os
+import resource
 import statistics
 import subprocess
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def time_steps(step, steps: int, warmups: int) -> dict:
+    """Run ``step`` ``warmups + steps`` times; the timed steps and this process's peak RSS."""
+    rss_before = _rss_mb()
+    times = []
+    for i in range(warmups + steps):
+        started = time.perf_counter()
+        step()
+        if i >= warmups:
+            times.append(time.perf_counter() - started)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"step_s": times, "peak_rss_mb": peak, "step_peak_over_start_mb": peak - rss_before}
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def run_worker(command: list[str]) -> dict:
