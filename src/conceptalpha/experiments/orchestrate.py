@@ -82,7 +82,7 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path | None = None, 
             _train_in_workers(config, w, run_dir)
         for entry in config.models:
             for seed in config.seeds:
-                job = _job_dir(run_dir, entry.name, seed, w if config.rolling.enabled else None)
+                job = job_dir(run_dir, config, entry.name, seed, w)
                 preds, expl, secs = _run_or_reuse(inputs, dataset, segments, config, entry, seed, job, progress)
                 predictions.append(preds.assign(window=w))
                 if expl is not None:
@@ -115,7 +115,7 @@ def _train_in_workers(config: ExperimentConfig, window: int, run_dir: Path) -> N
         (i, seed)
         for i, entry in enumerate(config.models)
         for seed in config.seeds
-        if not (_job_dir(run_dir, entry.name, seed, window if config.rolling.enabled else None) / "predictions.parquet").exists()
+        if not _finished(job_dir(run_dir, config, entry.name, seed, window))
     ]
     if len(jobs) < 2:
         return
@@ -141,7 +141,7 @@ def _train_job(config_json: str, window: int, model_index: int, seed: int) -> No
     segments = windows(config)[window]
     dataset = build_window_dataset(inputs, config, segments)
     entry = config.models[model_index]
-    job = _job_dir(run_dir, entry.name, seed, window if config.rolling.enabled else None)
+    job = job_dir(run_dir, config, entry.name, seed, window)
     _run_or_reuse(inputs, dataset, segments, config, entry, seed, job, progress=False)
 
 
@@ -178,15 +178,16 @@ def _same_run(saved: Path, config: ExperimentConfig) -> bool:
     return before == now
 
 
-def _job_dir(run_dir: Path, model: str, seed: int, window: int | None) -> Path:
+def job_dir(run_dir: Path, config: ExperimentConfig, model: str, seed: int, window: int) -> Path:
+    """Where one model × seed of one training window keeps its checkpoints and results."""
     job = run_dir / "models" / model / f"seed{seed}"
-    return job / f"window{window}" if window is not None else job
+    return job / f"window{window}" if config.rolling.enabled else job
 
 
 def _run_or_reuse(inputs: Inputs, dataset, segments: dict, config, entry, seed, job: Path, progress: bool):
     """A finished job's saved results, or train it (resuming from its checkpoint when there is one)."""
     done = job / "predictions.parquet"
-    if done.exists():
+    if _finished(job):
         meta = json.loads((job / "job.json").read_text(encoding="utf-8"))
         expl = job / "explanations.parquet"
         return pd.read_parquet(done), (pd.read_parquet(expl) if expl.exists() else None), meta["train_seconds"]
@@ -195,9 +196,14 @@ def _run_or_reuse(inputs: Inputs, dataset, segments: dict, config, entry, seed, 
     out = run_one(inputs, dataset, segments, config, entry, seed, job, resume=True)
     if out["explanations"] is not None:
         _write_parquet(job / "explanations.parquet", out["explanations"])
-    _write_parquet(done, out["predictions"])
     write_json(job / "job.json", {"train_seconds": out["train_seconds"]})
+    _write_parquet(done, out["predictions"])  # last: its presence marks the job finished
     return out["predictions"], out["explanations"], out["train_seconds"]
+
+
+def _finished(job: Path) -> bool:
+    """A job is finished once its predictions are saved (written last, atomically)."""
+    return (job / "predictions.parquet").exists()
 
 
 def _is_neural(name: str) -> bool:

@@ -10,7 +10,7 @@ import yaml
 
 from conceptalpha.errors import UserError
 from conceptalpha.experiments.config import validate_config
-from conceptalpha.experiments.orchestrate import _job_dir, windows
+from conceptalpha.experiments.orchestrate import job_dir, windows
 from conceptalpha.experiments.runner import build_window_dataset, explain_day, load_inputs
 from conceptalpha.io import atomic_path
 
@@ -31,7 +31,7 @@ def predict_date(run_dir: str | Path, date: str, model: str = "HIST", seed: int 
         raise UserError(f"run {run_dir} has no seed {seed} (it has: {config.seeds})")
     when = pd.Timestamp(date)
     window = _window_for(config, when)
-    job = _job_dir(run_dir, model, seed, window if config.rolling.enabled else None)
+    job = job_dir(run_dir, config, model, seed, window)
     inputs = load_inputs(config)
     dataset = build_window_dataset(inputs, config, windows(config)[window], entry.features)
     t = dataset.calendar.index_of(when)
