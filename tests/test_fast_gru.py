@@ -1,5 +1,7 @@
 """The cache-blocked GRU (``gru_last_state``) against ``nn.GRU`` and against itself
-unblocked: row blocks, time chunks and kept-vs-recomputed gates change only speed."""
+unblocked: row blocks, time chunks and kept-vs-recomputed gates change only speed.
+Every test runs twice: with the compiled step kernels (skipped where they cannot be
+built) and with the pure-PyTorch steps."""
 
 from __future__ import annotations
 
@@ -8,7 +10,17 @@ import torch
 import torch.nn.functional as F
 
 import conceptalpha.models.fast_gru as fast_gru
+from conceptalpha.models import native
 from conceptalpha.models.fast_gru import gru_last_state
+
+
+@pytest.fixture(autouse=True, params=["compiled", "pytorch"])
+def step_kernels(request, monkeypatch):
+    if request.param == "compiled" and native.gru_steps() is None:
+        pytest.skip("the compiled GRU step kernels are unavailable here (see conceptalpha.models.native)")
+    if request.param == "pytorch":
+        monkeypatch.setattr(fast_gru, "gru_steps", lambda: None)
+    return request.param
 
 
 def _grads(output: torch.Tensor, weight: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -76,7 +88,8 @@ def test_dropout_between_layers_matches_a_stack_of_single_layer_grus():
 
 
 def test_backward_twice_with_retained_graph():
-    """The first backward pass hands its kept gates to the pool; a second one recomputes them."""
+    """Kept arrays stay with the graph until it is freed: a retained graph's second backward pass
+    gives the same gradients even after other passes have used the pool."""
     rnn, x, weight, inputs = _case()
     out = gru_last_state(rnn, x)
     first = list(torch.autograd.grad((out * weight).sum(), inputs, retain_graph=True))
@@ -86,14 +99,17 @@ def test_backward_twice_with_retained_graph():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_gate_pool_reuses_arrays_of_similar_size_and_drains_others():
-    pool = fast_gru._GatePool()
+def test_buffer_pool_reuses_arrays_up_to_twice_the_request_and_drains_others():
+    pool = fast_gru._BufferPool()
     like = torch.empty(0)
     a = pool.take(like, (4, 10, 30))
     pool.give([a])
     b = pool.take(like, (4, 10, 29))  # rounds up to the same size
     assert b.data_ptr() == a.data_ptr() and b.shape == (4, 10, 29)
     pool.give([b])
+    smaller = pool.take(like, (4, 10, 16))  # the array is at most twice as large: reused
+    assert smaller.data_ptr() == a.data_ptr()
+    pool.give([smaller])
     c = pool.take(like, (4, 100, 30))  # another size: a new array, the stale one is dropped
     assert c.data_ptr() != a.data_ptr() and pool.bytes == 0 and not any(pool.free.values())
 

@@ -28,24 +28,32 @@ How it is laid out, and why:
   exactly what the backward pass needs, [n, r, z, W_hn h_{t−1} + b_hn]; with
   the states that is 5H floats per row, step and layer (a training step of
   ``nn.GRU`` takes about twice as much memory). Above :data:`KEEP_GATES_MAX_BYTES` only the states are kept and
-  the backward pass recomputes each chunk's gates from them. Gate arrays are
-  recycled from one training step to the next (:class:`_GatePool`): first
-  touching hundreds of MB of fresh pages costs more than filling them.
+  the backward pass recomputes each chunk's gates from them. Gate, state and
+  scratch arrays are recycled from one training step to the next
+  (:class:`_BufferPool`): first touching fresh pages costs more than filling them.
 - The backward pass turns the gates into per-step factors (see
   :func:`_factors`), so that all gate gradients of a step are *one*
   multiplication of the incoming gradient, followed by one matrix product for
   ∂h_{t−1}.
+- The time steps themselves, the only sequential part, run in the compiled
+  kernels of ``gru_steps.cpp`` when they can be built (see
+  :mod:`conceptalpha.models.native`): one matrix product and one fused pass
+  per step, the block's columns split between the torch threads. Otherwise
+  :func:`_forward_steps` and :func:`_backward_steps` do the same in eager PyTorch.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+import weakref
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from conceptalpha.models.native import gru_steps
 
 #: Rows per block and torch thread. Each step's operations are split between
 #: the threads, so a block's share per core stays the same; larger blocks also
@@ -128,7 +136,7 @@ class _Layer:
             w_in=torch.cat([w_ih[n], w_ih[r], w_ih[z]]),
             b_in=bias[:, None],
             w_hh=w_hh,
-            w_hh_nrz_t=torch.cat([w_hh[n], w_hh[r], w_hh[z]]).T,
+            w_hh_nrz_t=torch.cat([w_hh[n], w_hh[r], w_hh[z]]).T.contiguous(),
             w_ih_t=w_ih.T,
         )
 
@@ -159,36 +167,20 @@ def _feature_major(x: torch.Tensor) -> torch.Tensor:
     return x.permute(2, 1, 0).contiguous()
 
 
-class _Workspace:
-    """Named scratch arrays, reused by every block and chunk: first touching
-    fresh memory costs about as much as the arithmetic done in it."""
+class _BufferPool:
+    """Flat float arrays handed back once nothing reads them any more, for the next
+    forward or backward pass to fill, up to :data:`KEEP_GATES_MAX_BYTES` in all.
 
-    def __init__(self, like: torch.Tensor):
-        self.like = like
-        self.arrays: dict[str, torch.Tensor] = {}
-
-    def view(self, name: str, *shape: int) -> torch.Tensor:
-        """A contiguous array of ``shape`` in the scratch array ``name`` (grown on demand)."""
-        numel = math.prod(shape)
-        array = self.arrays.get(name)
-        if array is None or array.numel() < numel:
-            array = self.arrays[name] = self.like.new_empty(numel)
-        return array[:numel].view(shape)
-
-
-class _GatePool:
-    """Gate arrays handed back by finished backward passes, for the next forward
-    pass to fill, up to :data:`KEEP_GATES_MAX_BYTES` in all.
-
-    A training step frees its gates at the end and the next step allocates the
-    same arrays again: through the allocator that is hundreds of MB of fresh
-    pages (glibc returns large or many freed blocks to the system), whose first
-    touch costs more than writing them. Arrays are flat and their sizes rounded
-    up to 1/16 of a power of two, so that days with slightly different numbers
-    of stocks share them. They are private to this module: a backward pass
-    hands back only those it has finished with, and a graph dropped without
-    backward simply frees its own. A request the pool cannot serve frees one
-    array of another size, so unused sizes drain away.
+    A training step frees its gates, states and scratch arrays at the end and
+    the next step allocates the same arrays again: through the allocator that
+    is tens to hundreds of MB of fresh pages (glibc returns large or many freed
+    blocks to the system), whose first touch costs more than writing them.
+    A request takes the smallest free array that holds it and is at most twice
+    its size, so that days with different numbers of stocks share arrays. Arrays are private to this
+    module: a graph's kept arrays come back when its autograd node is freed
+    (after backward, or when the graph is dropped), scratch arrays when their
+    pass ends. A request the pool cannot serve frees one array of another
+    size, so unused sizes drain away.
     """
 
     def __init__(self):
@@ -202,8 +194,9 @@ class _GatePool:
         size = _rounded_up(numel)
         array = None
         with self.lock:
-            if self.free.get(size):
-                array = self.free[size].pop()
+            fits = [free for free in self.free if numel <= free <= 2 * numel and self.free[free]]
+            if fits:
+                array = self.free[min(fits)].pop()
                 self.bytes -= array.nbytes
             else:
                 stale = next((arrays for arrays in self.free.values() if arrays), None)
@@ -229,7 +222,33 @@ def _rounded_up(numel: int) -> int:
     return -(-numel // step) * step
 
 
-_gate_pool = _GatePool()
+_pool = _BufferPool()
+
+
+class _Workspace:
+    """Named scratch arrays of one forward or backward pass, reused by all its blocks
+    and chunks, taken from and (on exit) given back to :data:`_pool`."""
+
+    def __init__(self, like: torch.Tensor):
+        self.like = like
+        self.arrays: dict[str, torch.Tensor] = {}
+
+    def __enter__(self) -> _Workspace:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _pool.give(list(self.arrays.values()))
+        self.arrays.clear()
+
+    def view(self, name: str, *shape: int) -> torch.Tensor:
+        """A contiguous array of ``shape`` in the scratch array ``name`` (grown on demand)."""
+        numel = math.prod(shape)
+        array = self.arrays.get(name)
+        if array is None or array.numel() < numel:
+            if array is not None:
+                _pool.give([array])
+            array = self.arrays[name] = _pool.take(self.like, (numel,))
+        return array[:numel].view(shape)
 
 
 class _GRUStack(torch.autograd.Function):
@@ -238,8 +257,8 @@ class _GRUStack(torch.autograd.Function):
 
     Kept for backward, per row block and layer: the states [H, T+1, B]
     (h_0 = 0 first) and, within :data:`KEEP_GATES_MAX_BYTES`, each chunk's
-    gates [4H, S, B]. The first backward pass hands the gates back to
-    :data:`_gate_pool`; a second one (``retain_graph``) recomputes them.
+    gates [4H, S, B] (else the backward pass recomputes them). They go back to
+    :data:`_pool` when the autograd node is freed.
     """
 
     @staticmethod
@@ -254,58 +273,58 @@ class _GRUStack(torch.autograd.Function):
         kept_states: list[torch.Tensor] = []  # per block, per layer
         kept_gates: list[list[torch.Tensor]] = []  # per block, per layer: each chunk's gates
         out = x.new_empty((n, steps, size) if return_sequence else (n, size))
-        work = _Workspace(x)
-        for start, stop in blocks:
-            rows = stop - start
-            inputs = _feature_major(x[start:stop])
-            chunks = _chunks(steps, rows, size, budget)
-            for depth, layer in enumerate(layers):
-                if keep:  # a few MB each: glibc reuses freed arrays below 32 MB, unmaps larger ones
-                    states = x.new_empty(size, steps + 1, rows)
-                    kept_states.append(states)
-                else:
-                    states = work.view(f"states{depth % 2}", size, steps + 1, rows)
-                gates = [] if keep_gates else None
-                _layer_forward(layer, inputs, states, chunks, work, gates)
-                kept_gates.append(gates)
-                inputs = states[:, 1:]
-            out[start:stop] = inputs.permute(2, 1, 0) if return_sequence else inputs[:, -1].T
+        with _Workspace(x) as work:
+            for start, stop in blocks:
+                rows = stop - start
+                inputs = _feature_major(x[start:stop])
+                chunks = _chunks(steps, rows, size, budget)
+                for depth, layer in enumerate(layers):
+                    if keep:
+                        states = _pool.take(x, (size, steps + 1, rows))
+                        kept_states.append(states)
+                    else:
+                        states = work.view(f"states{depth % 2}", size, steps + 1, rows)
+                    gates = [] if keep_gates else None
+                    _layer_forward(layer, inputs, states, chunks, work, gates)
+                    kept_gates.append(gates)
+                    inputs = states[:, 1:]
+                out[start:stop] = inputs.permute(2, 1, 0) if return_sequence else inputs[:, -1].T
         if keep:
-            ctx.save_for_backward(x, *weights, *kept_states)
-            ctx.gates = kept_gates if keep_gates else None
+            ctx.save_for_backward(x, *weights)
+            ctx.states, ctx.gates = kept_states, kept_gates if keep_gates else None
             ctx.shape = (steps, size, blocks, budget, len(layers), return_sequence)
+            owned = kept_states + [g for chunk_gates in kept_gates if chunk_gates for g in chunk_gates]
+            weakref.finalize(ctx, _pool.give, owned)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         steps, size, blocks, budget, depth, return_sequence = ctx.shape
-        x, *rest = ctx.saved_tensors
-        layers = [_Layer.of(*rest[i : i + 4]) for i in range(0, 4 * depth, 4)]
-        kept_states = rest[4 * depth :]
-        kept_gates, ctx.gates = ctx.gates, None
+        x, *weights = ctx.saved_tensors
+        layers = [_Layer.of(*weights[i : i + 4]) for i in range(0, 4 * depth, 4)]
+        kept_states, kept_gates = ctx.states, ctx.gates
         need_x = ctx.needs_input_grad[0]
         grad_x = torch.empty_like(x) if need_x else None
-        work = _Workspace(x)
         sums = [_GradientSums.zeros(layer) for layer in layers]
-        for index, (start, stop) in enumerate(blocks):
-            rows = stop - start
-            grad = grad_out[start:stop]
-            grad = grad.permute(2, 1, 0).contiguous() if return_sequence else grad.T.contiguous()
-            chunks = _chunks(steps, rows, size, budget)
-            for level in range(depth - 1, -1, -1):
-                states = kept_states[depth * index + level]
-                gates = kept_gates[depth * index + level] if kept_gates else []
-                inputs = kept_states[depth * index + level - 1][:, 1:] if level else _feature_major(x[start:stop])
-                # ∂L/∂(the layer's inputs), alternating between two arrays on its way down
-                grad_inputs = work.view(f"grad{level % 2}", inputs.shape[0], steps, rows) if level or need_x else None
-                last_only = level == depth - 1 and not return_sequence
-                _layer_backward(
-                    layers[level], inputs, states, gates, chunks, grad, last_only, sums[level], grad_inputs, work
-                )
-                _gate_pool.give(gates)
-                grad = grad_inputs
-            if need_x:
-                grad_x[start:stop] = grad.permute(2, 1, 0)
+        with _Workspace(x) as work:
+            for index, (start, stop) in enumerate(blocks):
+                rows = stop - start
+                grad = grad_out[start:stop]
+                grad = grad.permute(2, 1, 0).contiguous() if return_sequence else grad.T.contiguous()
+                chunks = _chunks(steps, rows, size, budget)
+                for level in range(depth - 1, -1, -1):
+                    states = kept_states[depth * index + level]
+                    gates = kept_gates[depth * index + level] if kept_gates else []
+                    inputs = kept_states[depth * index + level - 1][:, 1:] if level else _feature_major(x[start:stop])
+                    # ∂L/∂(the layer's inputs), alternating between two arrays on its way down
+                    grad_inputs = work.view(f"grad{level % 2}", inputs.shape[0], steps, rows) if level or need_x else None
+                    last_only = level == depth - 1 and not return_sequence
+                    _layer_backward(
+                        layers[level], inputs, states, gates, chunks, grad, last_only, sums[level], grad_inputs, work
+                    )
+                    grad = grad_inputs
+                if need_x:
+                    grad_x[start:stop] = grad.permute(2, 1, 0)
         weight_grads = [g for layer_sums in sums for g in layer_sums.unpack()]
         return (grad_x, None, None, *weight_grads)
 
@@ -333,22 +352,34 @@ def _layer_forward(
     """
     size, rows = layer.size, inputs.shape[2]
     states[:, 0].zero_()
-    h = states.unbind(1)
+    native = gru_steps()
     for start, stop in chunks:
         if kept is None:
             gates = work.view("gates", 4 * size, stop - start, rows)
         else:
-            gates = _gate_pool.take(states, (4 * size, stop - start, rows))
+            gates = _pool.take(states, (4 * size, stop - start, rows))
             kept.append(gates)
         _project_inputs(layer, inputs[:, start:stop], gates)
-        hidden, rz = gates[size:].unbind(1), gates[size : 3 * size].unbind(1)
-        n, r, z, hn = (gates[k * size : (k + 1) * size].unbind(1) for k in range(4))
-        for i, t in enumerate(range(start, stop)):
-            if t:  # h_0 = 0: the first hidden projection is its bias
-                hidden[i].addmm_(layer.w_hh, h[t])
-            rz[i].sigmoid_()
-            n[i].addcmul_(r[i], hn[i]).tanh_()
-            torch.lerp(n[i], h[t], z[i], out=h[t + 1])
+        if native is not None:
+            native.forward_steps(layer.w_hh, gates, states, start)
+        else:
+            _forward_steps(layer, gates, states, start)
+
+
+def _forward_steps(layer: _Layer, gates: torch.Tensor, states: torch.Tensor, start: int) -> None:
+    """Steps start .. start+S-1 in eager PyTorch (what ``gru_steps.cpp`` does in one pass per step):
+    gates [4H, S, B] from the input projection → [n, r, z, W_hn h + b_hn]; states [H, T+1, B] filled."""
+    size = layer.size
+    h = states.unbind(1)
+    hidden, rz = gates[size:].unbind(1), gates[size : 3 * size].unbind(1)
+    n, r, z, hn = (gates[k * size : (k + 1) * size].unbind(1) for k in range(4))
+    for i in range(gates.shape[1]):
+        t = start + i
+        if t:  # h_0 = 0: the first hidden projection is its bias
+            hidden[i].addmm_(layer.w_hh, h[t])
+        rz[i].sigmoid_()
+        n[i].addcmul_(r[i], hn[i]).tanh_()
+        torch.lerp(n[i], h[t], z[i], out=h[t + 1])
 
 
 def _recompute_gates(layer: _Layer, inputs: torch.Tensor, previous: torch.Tensor, gates: torch.Tensor) -> None:
@@ -432,8 +463,9 @@ def _layer_backward(
     """
     size, steps, rows = layer.size, inputs.shape[1], inputs.shape[2]
     features = inputs.shape[0]
-    grad_steps = None if last_only else grad.unbind(1)
-    dh = grad if last_only else grad_steps[steps - 1]
+    native = gru_steps()
+    # ∂L/∂h_t on its way down, the gradient from above at step t not yet added
+    dh = work.view("carry", size, rows).copy_(grad if last_only else grad[:, steps - 1])
     for index in range(len(chunks) - 1, -1, -1):
         start, stop = chunks[index]
         span = stop - start
@@ -443,21 +475,36 @@ def _layer_backward(
         else:
             gates = work.view("gates", 4 * size, span, rows)
             _recompute_gates(layer, inputs[:, start:stop], previous, gates)
-        factors = _factors(gates, previous, work.view("factors", 5 * size, span, rows))
-        all_factors = factors.view(5, size, span, rows).unbind(2)
-        hidden, direct = factors[: 3 * size].unbind(1), factors[4 * size :].unbind(1)
-        for i in range(span - 1, -1, -1):
-            t = start + i
-            if t < steps - 1 and not last_only:
-                dh = dh.add_(grad_steps[t])
-            all_factors[i].mul_(dh)  # now the gradients [∂hn, ∂r, ∂z, ∂n, ∂h_{t−1} direct]
-            if i:  # a·z is not needed after this step: ∂h_{t−1} accumulates in its place
-                dh = direct[i].addmm_(layer.w_hh_nrz_t, hidden[i])
-            elif t:  # the next chunk's factors will overwrite this one's
-                dh = torch.addmm(direct[i], layer.w_hh_nrz_t, hidden[i], out=work.view("carry", size, rows))
+        factors = work.view("factors", 5 * size, span, rows)
+        if native is not None:
+            native.backward_steps(layer.w_hh_nrz_t, gates, states, factors, dh, None if last_only else grad, start)
+        else:
+            _backward_steps(layer, _factors(gates, previous, factors), dh, None if last_only else grad, start)
         flat = factors.view(5 * size, -1)
         sums.w_hh_nrz.addmm_(flat[: 3 * size], previous.reshape(size, -1).T)
         sums.w_ih.addmm_(flat[size : 4 * size], inputs[:, start:stop].reshape(features, -1).T)
         sums.bias.add_(flat[: 4 * size].sum(1))
         if grad_inputs is not None:
             torch.mm(layer.w_ih_t, flat[size : 4 * size], out=grad_inputs[:, start:stop].view(features, -1))
+
+
+def _backward_steps(
+    layer: _Layer, factors: torch.Tensor, dh: torch.Tensor, grad_steps: torch.Tensor | None, start: int
+) -> None:
+    """Steps start+S-1 down to start in eager PyTorch (``gru_steps.cpp`` does this in one pass per step).
+
+    factors [5H, S, B] (see :func:`_factors`) are multiplied by ∂L/∂h_t in place; ``dh`` [H, B]
+    holds ∂L/∂h_{start+S} on entry and ∂L/∂h_{start} on exit (untouched when start = 0), in both
+    cases without the gradient ``grad_steps`` [H, T, B] (if given) brings to that step from above.
+    """
+    size, span = layer.size, factors.shape[1]
+    last = None if grad_steps is None else grad_steps.shape[1] - 1
+    all_factors = factors.view(5, size, span, -1).unbind(2)
+    hidden, direct = factors[: 3 * size].unbind(1), factors[4 * size :].unbind(1)
+    for i in range(span - 1, -1, -1):
+        t = start + i
+        if last is not None and t < last:
+            dh.add_(grad_steps[:, t])
+        all_factors[i].mul_(dh)  # now the gradients [∂hn, ∂r, ∂z, ∂n, ∂h_{t−1} direct]
+        if t:
+            torch.addmm(direct[i], layer.w_hh_nrz_t, hidden[i], out=dh)

@@ -1,0 +1,85 @@
+"""The compiled GRU step kernels (``models/gru_steps.cpp``): same results as the
+pure-PyTorch steps, a clear fallback when they cannot be built, and an off switch."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+import conceptalpha.models.fast_gru as fast_gru
+from conceptalpha.models import native
+from conceptalpha.models.fast_gru import gru_last_state
+
+needs_kernels = pytest.mark.skipif(native.gru_steps() is None, reason="compiled GRU step kernels unavailable")
+
+
+def _outputs_and_grads(rnn, x, weight):
+    out = gru_last_state(rnn, x)
+    grads = torch.autograd.grad((out * weight).sum(), [x, *rnn.parameters()])
+    return out, grads
+
+
+@needs_kernels
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("n", [1, 17, 150])
+def test_compiled_steps_equal_pytorch_steps(monkeypatch, threads, n):
+    """Forward and every gradient, over several column splits (threads) and chunks."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(0)
+        rnn = torch.nn.GRU(5, 16, 2, batch_first=True)
+        x = torch.randn(n, 11, 5, requires_grad=True)
+        weight = torch.randn(n, 16)
+        monkeypatch.setattr(fast_gru, "CHUNK_BYTES_PER_THREAD", 4 * 5 * 16 * 3 * n // threads + 1)  # ~3-step chunks
+        compiled = _outputs_and_grads(rnn, x, weight)
+        monkeypatch.setattr(fast_gru, "gru_steps", lambda: None)
+        pytorch = _outputs_and_grads(rnn, x, weight)
+    finally:
+        torch.set_num_threads(previous)
+    torch.testing.assert_close(compiled[0], pytorch[0], rtol=1e-5, atol=1e-6)
+    for a, b in zip(compiled[1], pytorch[1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@needs_kernels
+def test_compiled_steps_are_deterministic():
+    torch.manual_seed(1)
+    rnn = torch.nn.GRU(6, 32, 2, batch_first=True)
+    x = torch.randn(300, 20, 6, requires_grad=True)
+    first = _outputs_and_grads(rnn, x, torch.ones(300, 32))
+    second = _outputs_and_grads(rnn, x, torch.ones(300, 32))
+    for a, b in zip([first[0], *first[1]], [second[0], *second[1]]):
+        assert torch.equal(a, b)
+
+
+def test_build_failure_falls_back_to_pytorch_steps_and_says_why(monkeypatch, caplog, tmp_path):
+    from torch.utils import cpp_extension
+
+    def broken_build(**kwargs):
+        raise RuntimeError("Error building extension 'conceptalpha_gru': g++ not found")
+
+    monkeypatch.setattr(cpp_extension, "load", broken_build)
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setenv("CONCEPTALPHA_NATIVE_DIR", str(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="conceptalpha.models.native"):
+        assert native.gru_steps() is None
+    assert "g++ not found" in caplog.text and "pure-PyTorch" in caplog.text
+    torch.manual_seed(0)
+    rnn = torch.nn.GRU(3, 8, batch_first=True)
+    x = torch.randn(4, 5, 3)
+    torch.testing.assert_close(gru_last_state(rnn, x), rnn(x)[0][:, -1], rtol=1e-5, atol=1e-6)
+
+
+def test_switched_off_by_environment(monkeypatch):
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setenv("CONCEPTALPHA_NATIVE", "0")
+    assert native.gru_steps() is None
+
+
+def test_cache_key_follows_the_source_and_the_flags(monkeypatch):
+    key = native._build_key()
+    monkeypatch.setattr(native, "CFLAGS", [*native.CFLAGS, "-DSOMETHING"])
+    assert native._build_key() != key
