@@ -3,8 +3,10 @@
 
 Each measurement runs in its own subprocess, so that its peak resident memory
 (``ru_maxrss``) is its own; the two sides alternate, round after round, and the
-JSON reports medians and ratios (ours / nn.GRU; below 1 is better). Default
-cases: N = 150 and 600 rows with 1 torch thread, N = 3000 with 2 threads.
+JSON reports medians and ratios (ours / nn.GRU; below 1 is better). "ours" uses
+the compiled step kernels (``models/gru_steps.cpp``), "ours_eager" the same code
+with ``CONCEPTALPHA_NATIVE=0`` (the pure-PyTorch steps). Default cases: N = 150
+and 600 rows with 1 torch thread, N = 3000 with 2 threads.
 
     .venv/bin/python benchmarks/gru_step.py
     .venv/bin/python benchmarks/gru_step.py --cases 150x1 --rounds 5
@@ -24,6 +26,8 @@ T, F, HIDDEN, LAYERS = 60, 6, 64, 2
 
 def worker(side: str, n: int, threads: int, steps: int) -> dict:
     """Time ``steps`` forward + backward passes (after two warm-ups) in this process."""
+    if side == "ours_eager":
+        os.environ["CONCEPTALPHA_NATIVE"] = "0"
     import torch
 
     from conceptalpha.models.fast_gru import gru_last_state
@@ -33,7 +37,7 @@ def worker(side: str, n: int, threads: int, steps: int) -> dict:
     rnn = torch.nn.GRU(F, HIDDEN, LAYERS, batch_first=True)
     x = torch.randn(n, T, F)
     weight = torch.randn(n, HIDDEN)
-    encode = (lambda: gru_last_state(rnn, x)) if side == "ours" else (lambda: rnn(x)[0][:, -1, :])
+    encode = (lambda: rnn(x)[0][:, -1, :]) if side == "torch" else (lambda: gru_last_state(rnn, x))
 
     def step():
         for p in rnn.parameters():
@@ -52,7 +56,7 @@ def main() -> None:
     parser.add_argument("--cases", default="150x1,600x1,3000x2", help="NxTHREADS,...")
     parser.add_argument("--rounds", type=int, default=3, help="alternating subprocess rounds per side")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per subprocess")
-    parser.add_argument("--worker", choices=["ours", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["ours", "ours_eager", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     cases = [tuple(int(v) for v in s.split("x")) for s in args.cases.split(",")]
     if args.worker:
@@ -61,15 +65,18 @@ def main() -> None:
     report = {"benchmark": "gru_step", "T": T, "F": F, "hidden": HIDDEN, "layers": LAYERS,
               "load_average_start": os.getloadavg(), "cases": []}
     for n, threads in cases:
-        runs = {"ours": [], "torch": []}
+        runs = {"ours": [], "ours_eager": [], "torch": []}
         for _ in range(args.rounds):
             for side in runs:
                 runs[side].append(_run_worker(side, n, threads, args.steps))
-        entry = {"N": n, "threads": threads, "ours": summarise(runs["ours"]), "nn_gru": summarise(runs["torch"])}
-        if "error" not in entry["ours"] and "error" not in entry["nn_gru"]:
-            ours, theirs = entry["ours"], entry["nn_gru"]
-            entry["time_ratio"] = ours["step_s_median"] / theirs["step_s_median"]
-            entry["step_memory_ratio"] = ours["step_peak_over_start_mb"] / theirs["step_peak_over_start_mb"]
+        entry = {"N": n, "threads": threads, "ours": summarise(runs["ours"]),
+                 "ours_eager": summarise(runs["ours_eager"]), "nn_gru": summarise(runs["torch"])}
+        theirs = entry["nn_gru"]
+        for side in ("ours", "ours_eager"):
+            ours = entry[side]
+            if "error" not in ours and "error" not in theirs:
+                entry[f"{side}_time_ratio"] = ours["step_s_median"] / theirs["step_s_median"]
+                entry[f"{side}_step_memory_ratio"] = ours["step_peak_over_start_mb"] / theirs["step_peak_over_start_mb"]
         report["cases"].append(entry)
         print(json.dumps(entry), file=sys.stderr)
     report["load_average_end"] = os.getloadavg()

@@ -221,23 +221,3 @@ def test_config_rejects_unknown_fields():
     with pytest.raises(ValueError):
         TrainerConfig(epochs=3)
 
-
-def test_scoring_several_days_per_pass_equals_scoring_day_by_day(tmp_path, monkeypatch):
-    """Validation and prediction put consecutive days through the encoder together; scores, their
-    order and empty days come out as from one day at a time."""
-    import conceptalpha.training.trainer as trainer
-
-    data = FakeDataset()
-    data.records[41] = DayData(
-        t=41, date=data.dates[41], instruments=np.array([], dtype=str), x=np.zeros((0, T, F), np.float32),
-        y_train=np.zeros(0, np.float32), y_raw=np.zeros(0, np.float32), market_cap=np.zeros(0, np.float32),
-    )
-    model = make_hist()
-    fit(model, data, concept_membership, config(max_epochs=1), tmp_path)
-    monkeypatch.setattr(trainer, "EVAL_ROWS_PER_PASS", 50)  # 2-3 days per pass
-    grouped = predict(model, data, "test", concept_membership, device="cpu")
-    monkeypatch.setattr(trainer, "EVAL_ROWS_PER_PASS", 1)
-    single = predict(model, data, "test", concept_membership, device="cpu")
-    pd.testing.assert_frame_equal(grouped[["datetime", "instrument", "label"]], single[["datetime", "instrument", "label"]])
-    np.testing.assert_allclose(grouped.score, single.score, rtol=1e-5, atol=1e-6)
-    assert data.dates[41] not in set(grouped.datetime)

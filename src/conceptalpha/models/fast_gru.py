@@ -16,10 +16,12 @@ Per layer, for t = 1..T (h_0 = 0)::
 
 How it is laid out, and why:
 
-- Rows (stocks) are independent, so they are processed in blocks of
-  :data:`BLOCK_ROWS_PER_THREAD` rows per torch thread that go through all
-  layers, forward and backward, before the next block starts, and time is
-  processed in chunks of a few steps: a chunk's tensors stay in cache.
+- Rows (stocks) are independent, so they are processed in blocks of at most
+  :data:`BLOCK_ROWS_PER_THREAD` rows, one block per torch thread, each block
+  in arrays of its own (threads sharing the columns of one array scale
+  poorly). A group of blocks, one per thread, goes through all layers,
+  forward and backward, before the next group starts, and time is processed
+  in chunks of a few steps: a chunk's tensors stay in cache.
 - Inside a block everything is *feature-major*: a step's hidden state is
   [H, B], its gates [4H, B], a chunk's gates [4H, S, B]. Per-step elementwise
   operations read and write whole [H, B] arrays, and every product over a
@@ -38,7 +40,7 @@ How it is laid out, and why:
 - The time steps themselves, the only sequential part, run in the compiled
   kernels of ``gru_steps.cpp`` when they can be built (see
   :mod:`conceptalpha.models.native`): one matrix product and one fused pass
-  per step, the block's columns split between the torch threads. Otherwise
+  per step, the group's blocks in parallel on the torch threads. Otherwise
   :func:`_forward_steps` and :func:`_backward_steps` do the same in eager PyTorch.
 """
 
@@ -55,9 +57,9 @@ from torch import nn
 
 from conceptalpha.models.native import gru_steps
 
-#: Rows per block and torch thread. Each step's operations are split between
-#: the threads, so a block's share per core stays the same; larger blocks also
-#: make the per-step matrix products (K = H = 64) more efficient.
+#: Most rows in a block (one torch thread's share of a group). Larger blocks make
+#: the per-step matrix products (K = H = 64) more efficient; smaller ones keep a
+#: chunk's arrays in cache.
 BLOCK_ROWS_PER_THREAD = 768
 #: Size bound of a chunk's gradient buffer [5H, S, B] (float32 bytes) per torch
 #: thread; sets the chunk's number of steps S.
@@ -76,13 +78,13 @@ _rsub = torch.ops.aten.rsub.Scalar_out  # 1 − z into a preallocated slot
 def gru_last_state(rnn: nn.GRU, x: torch.Tensor, block_rows: int | None = None) -> torch.Tensor:
     """Last hidden state of the top layer of ``rnn`` (batch_first) on x [N, T, F] → [N, H].
 
-    ``block_rows`` (default: :data:`BLOCK_ROWS_PER_THREAD` × torch threads) only changes
-    the speed; any value gives the same result up to float rounding.
+    ``block_rows`` (default: :data:`BLOCK_ROWS_PER_THREAD`) bounds the rows of a block; it
+    only changes the speed: any value gives the same result up to float rounding.
     """
     if not _fast_path_applies(rnn, x):
         return rnn(x)[0][:, -1, :]
     layers = [[getattr(rnn, f"{name}_l{i}") for name in _WEIGHT_NAMES] for i in range(rnn.num_layers)]
-    rows = block_rows or BLOCK_ROWS_PER_THREAD * torch.get_num_threads()
+    rows = block_rows or BLOCK_ROWS_PER_THREAD
     if rnn.dropout > 0 and rnn.training and rnn.num_layers > 1:
         sequence = x  # dropout acts between layers: one node per layer, full sequences between them
         for i, weights in enumerate(layers):
@@ -154,6 +156,15 @@ def _row_blocks(n: int, block_rows: int) -> list[tuple[int, int]]:
     if block_rows >= 16:
         size = min(n, -(-size // 16) * 16)
     return [(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def _block_groups(n: int, block_rows: int, threads: int) -> list[list[tuple[int, int]]]:
+    """Row blocks of at most ``block_rows`` rows, at least one per thread where there are
+    rows enough, in consecutive groups of ``threads`` blocks that are processed together,
+    one block per thread, each in arrays of its own."""
+    per_thread = max(16, -(-n // threads))
+    blocks = _row_blocks(n, min(block_rows, per_thread))
+    return [blocks[i : i + threads] for i in range(0, len(blocks), threads)]
 
 
 def _chunks(steps: int, rows: int, size: int, budget: int) -> list[tuple[int, int]]:
@@ -266,67 +277,83 @@ class _GRUStack(torch.autograd.Function):
         layers = [_Layer.of(*weights[i : i + 4]) for i in range(0, len(weights), 4)]
         n, steps, _ = x.shape
         size = layers[0].size
-        blocks = _row_blocks(n, block_rows)
-        budget = CHUNK_BYTES_PER_THREAD * torch.get_num_threads()  # fixed here: backward must chunk alike
+        groups = _block_groups(n, block_rows, torch.get_num_threads())  # fixed here: backward must block alike
         keep = any(ctx.needs_input_grad)
         keep_gates = keep and 4 * 4 * size * steps * n * len(layers) <= KEEP_GATES_MAX_BYTES
         kept_states: list[torch.Tensor] = []  # per block, per layer
-        kept_gates: list[list[torch.Tensor]] = []  # per block, per layer: each chunk's gates
+        kept_gates: list[list[torch.Tensor] | None] = []  # per block, per layer: each chunk's gates
         out = x.new_empty((n, steps, size) if return_sequence else (n, size))
         with _Workspace(x) as work:
-            for start, stop in blocks:
-                rows = stop - start
-                inputs = _feature_major(x[start:stop])
-                chunks = _chunks(steps, rows, size, budget)
+            for group in groups:
+                chunks = _group_chunks(group, steps, size)
+                inputs = [_feature_major(x[start:stop]) for start, stop in group]
+                per_block: list[list[tuple[torch.Tensor, list[torch.Tensor] | None]]] = [[] for _ in group]
                 for depth, layer in enumerate(layers):
                     if keep:
-                        states = _pool.take(x, (size, steps + 1, rows))
-                        kept_states.append(states)
+                        states = [_pool.take(x, (size, steps + 1, stop - start)) for start, stop in group]
                     else:
-                        states = work.view(f"states{depth % 2}", size, steps + 1, rows)
-                    gates = [] if keep_gates else None
+                        states = [work.view(f"states{depth % 2}/{i}", size, steps + 1, stop - start)
+                                  for i, (start, stop) in enumerate(group)]
+                    gates = [[] for _ in group] if keep_gates else None
                     _layer_forward(layer, inputs, states, chunks, work, gates)
-                    kept_gates.append(gates)
-                    inputs = states[:, 1:]
-                out[start:stop] = inputs.permute(2, 1, 0) if return_sequence else inputs[:, -1].T
+                    for i, block in enumerate(per_block):
+                        block.append((states[i], gates[i] if gates else None))
+                    inputs = [block_states[:, 1:] for block_states in states]
+                for (start, stop), top, block in zip(group, inputs, per_block):
+                    out[start:stop] = top.permute(2, 1, 0) if return_sequence else top[:, -1].T
+                    kept_states.extend(states for states, _ in block)
+                    kept_gates.extend(gates for _, gates in block)
         if keep:
             ctx.save_for_backward(x, *weights)
             ctx.states, ctx.gates = kept_states, kept_gates if keep_gates else None
-            ctx.shape = (steps, size, blocks, budget, len(layers), return_sequence)
+            ctx.shape = (steps, size, groups, len(layers), return_sequence)
             owned = kept_states + [g for chunk_gates in kept_gates if chunk_gates for g in chunk_gates]
             weakref.finalize(ctx, _pool.give, owned)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        steps, size, blocks, budget, depth, return_sequence = ctx.shape
+        steps, size, groups, depth, return_sequence = ctx.shape
         x, *weights = ctx.saved_tensors
         layers = [_Layer.of(*weights[i : i + 4]) for i in range(0, 4 * depth, 4)]
         kept_states, kept_gates = ctx.states, ctx.gates
         need_x = ctx.needs_input_grad[0]
         grad_x = torch.empty_like(x) if need_x else None
         sums = [_GradientSums.zeros(layer) for layer in layers]
+        first = 0  # index of the group's first block
         with _Workspace(x) as work:
-            for index, (start, stop) in enumerate(blocks):
-                rows = stop - start
-                grad = grad_out[start:stop]
-                grad = grad.permute(2, 1, 0).contiguous() if return_sequence else grad.T.contiguous()
-                chunks = _chunks(steps, rows, size, budget)
+            for group in groups:
+                chunks = _group_chunks(group, steps, size)
+                blocks = range(first, first + len(group))
+                grads = [grad_out[start:stop] for start, stop in group]
+                grads = [g.permute(2, 1, 0).contiguous() if return_sequence else g.T.contiguous() for g in grads]
                 for level in range(depth - 1, -1, -1):
-                    states = kept_states[depth * index + level]
-                    gates = kept_gates[depth * index + level] if kept_gates else []
-                    inputs = kept_states[depth * index + level - 1][:, 1:] if level else _feature_major(x[start:stop])
-                    # ∂L/∂(the layer's inputs), alternating between two arrays on its way down
-                    grad_inputs = work.view(f"grad{level % 2}", inputs.shape[0], steps, rows) if level or need_x else None
+                    states = [kept_states[depth * b + level] for b in blocks]
+                    gates = [kept_gates[depth * b + level] for b in blocks] if kept_gates else None
+                    if level:
+                        inputs = [kept_states[depth * b + level - 1][:, 1:] for b in blocks]
+                    else:
+                        inputs = [_feature_major(x[start:stop]) for start, stop in group]
+                    grad_inputs = None
+                    if level or need_x:  # ∂L/∂(the layer's inputs), alternating between two arrays on its way down
+                        grad_inputs = [work.view(f"grad{level % 2}/{i}", inputs[i].shape[0], steps, stop - start)
+                                       for i, (start, stop) in enumerate(group)]
                     last_only = level == depth - 1 and not return_sequence
                     _layer_backward(
-                        layers[level], inputs, states, gates, chunks, grad, last_only, sums[level], grad_inputs, work
+                        layers[level], inputs, states, gates, chunks, grads, last_only, sums[level], grad_inputs, work
                     )
-                    grad = grad_inputs
+                    grads = grad_inputs
                 if need_x:
-                    grad_x[start:stop] = grad.permute(2, 1, 0)
+                    for (start, stop), grad in zip(group, grads):
+                        grad_x[start:stop] = grad.permute(2, 1, 0)
+                first += len(group)
         weight_grads = [g for layer_sums in sums for g in layer_sums.unpack()]
         return (grad_x, None, None, *weight_grads)
+
+
+def _group_chunks(group: list[tuple[int, int]], steps: int, size: int) -> list[tuple[int, int]]:
+    """The time chunks of a group of blocks, sized for its largest block."""
+    return _chunks(steps, max(stop - start for start, stop in group), size, CHUNK_BYTES_PER_THREAD)
 
 
 def _project_inputs(layer: _Layer, inputs: torch.Tensor, gates: torch.Tensor) -> None:
@@ -339,31 +366,37 @@ def _project_inputs(layer: _Layer, inputs: torch.Tensor, gates: torch.Tensor) ->
 
 def _layer_forward(
     layer: _Layer,
-    inputs: torch.Tensor,
-    states: torch.Tensor,
+    inputs: list[torch.Tensor],
+    states: list[torch.Tensor],
     chunks: list[tuple[int, int]],
     work: _Workspace,
-    kept: list[torch.Tensor] | None,
+    kept: list[list[torch.Tensor]] | None,
 ) -> None:
-    """One layer over a block: inputs [F, T, B] → states [H, T+1, B] (h_0 = 0).
+    """One layer over a group of blocks: inputs [F, T, B] → states [H, T+1, B] (h_0 = 0), per block.
 
-    After step t its chunk's gates [4H, S, B] hold [n_t, r_t, z_t, W_hn h_{t-1} + b_hn];
-    when ``kept`` is given, each chunk's gates are an array of its own appended to it.
+    After step t a chunk's gates [4H, S, B] hold [n_t, r_t, z_t, W_hn h_{t-1} + b_hn];
+    when ``kept`` is given, each chunk's gates are an array of its own appended to the block's list.
     """
-    size, rows = layer.size, inputs.shape[2]
-    states[:, 0].zero_()
+    size = layer.size
+    for block_states in states:
+        block_states[:, 0].zero_()
     native = gru_steps()
     for start, stop in chunks:
-        if kept is None:
-            gates = work.view("gates", 4 * size, stop - start, rows)
-        else:
-            gates = _pool.take(states, (4 * size, stop - start, rows))
-            kept.append(gates)
-        _project_inputs(layer, inputs[:, start:stop], gates)
+        gates = []
+        for i, (block_inputs, block_states) in enumerate(zip(inputs, states)):
+            shape = (4 * size, stop - start, block_states.shape[2])
+            if kept is None:
+                block_gates = work.view(f"gates/{i}", *shape)
+            else:
+                block_gates = _pool.take(block_states, shape)
+                kept[i].append(block_gates)
+            _project_inputs(layer, block_inputs[:, start:stop], block_gates)
+            gates.append(block_gates)
         if native is not None:
             native.forward_steps(layer.w_hh, gates, states, start)
         else:
-            _forward_steps(layer, gates, states, start)
+            for block_gates, block_states in zip(gates, states):
+                _forward_steps(layer, block_gates, block_states, start)
 
 
 def _forward_steps(layer: _Layer, gates: torch.Tensor, states: torch.Tensor, start: int) -> None:
@@ -444,48 +477,54 @@ class _GradientSums:
 
 def _layer_backward(
     layer: _Layer,
-    inputs: torch.Tensor,
-    states: torch.Tensor,
-    kept_gates: list[torch.Tensor],
+    inputs: list[torch.Tensor],
+    states: list[torch.Tensor],
+    kept_gates: list[list[torch.Tensor]] | None,
     chunks: list[tuple[int, int]],
-    grad: torch.Tensor,
+    grads: list[torch.Tensor],
     last_only: bool,
     sums: _GradientSums,
-    grad_inputs: torch.Tensor | None,
+    grad_inputs: list[torch.Tensor] | None,
     work: _Workspace,
 ) -> None:
-    """Back-propagate one layer through a block, chunk by chunk from the last step.
+    """Back-propagate one layer through a group of blocks, chunk by chunk from the last step.
 
-    inputs [F, T, B], states [H, T+1, B], ``kept_gates`` the forward pass's
-    gates of each chunk (or empty: recompute them); ``grad`` is ∂L/∂h_t [H, T, B] (or,
-    ``last_only``, ∂L/∂h_T [H, B]). Adds the block's weight gradients to
-    ``sums`` and, when ``grad_inputs`` [F, T, B] is given, writes ∂L/∂inputs.
+    Per block: inputs [F, T, B], states [H, T+1, B], the forward pass's gates of each chunk
+    (``kept_gates``; None: recompute them); ``grads`` ∂L/∂h_t [H, T, B] (or, ``last_only``,
+    ∂L/∂h_T [H, B]). Adds the weight gradients to ``sums`` and, when ``grad_inputs`` [F, T, B]
+    are given, writes ∂L/∂inputs.
     """
-    size, steps, rows = layer.size, inputs.shape[1], inputs.shape[2]
-    features = inputs.shape[0]
+    size, steps, features = layer.size, inputs[0].shape[1], inputs[0].shape[0]
     native = gru_steps()
     # ∂L/∂h_t on its way down, the gradient from above at step t not yet added
-    dh = work.view("carry", size, rows).copy_(grad if last_only else grad[:, steps - 1])
+    carries = [work.view(f"carry/{i}", size, grad.shape[-1]).copy_(grad if last_only else grad[:, steps - 1])
+               for i, grad in enumerate(grads)]
     for index in range(len(chunks) - 1, -1, -1):
         start, stop = chunks[index]
         span = stop - start
-        previous = states[:, start:stop]
-        if kept_gates:
-            gates = kept_gates[index]
-        else:
-            gates = work.view("gates", 4 * size, span, rows)
-            _recompute_gates(layer, inputs[:, start:stop], previous, gates)
-        factors = work.view("factors", 5 * size, span, rows)
+        gates, factors = [], []
+        for i, (block_inputs, block_states) in enumerate(zip(inputs, states)):
+            rows = block_states.shape[2]
+            if kept_gates:
+                block_gates = kept_gates[i][index]
+            else:
+                block_gates = work.view(f"gates/{i}", 4 * size, span, rows)
+                _recompute_gates(layer, block_inputs[:, start:stop], block_states[:, start:stop], block_gates)
+            gates.append(block_gates)
+            factors.append(work.view(f"factors/{i}", 5 * size, span, rows))
         if native is not None:
-            native.backward_steps(layer.w_hh_nrz_t, gates, states, factors, dh, None if last_only else grad, start)
+            native.backward_steps(layer.w_hh_nrz_t, gates, states, factors, carries, [] if last_only else grads, start)
         else:
-            _backward_steps(layer, _factors(gates, previous, factors), dh, None if last_only else grad, start)
-        flat = factors.view(5 * size, -1)
-        sums.w_hh_nrz.addmm_(flat[: 3 * size], previous.reshape(size, -1).T)
-        sums.w_ih.addmm_(flat[size : 4 * size], inputs[:, start:stop].reshape(features, -1).T)
-        sums.bias.add_(flat[: 4 * size].sum(1))
-        if grad_inputs is not None:
-            torch.mm(layer.w_ih_t, flat[size : 4 * size], out=grad_inputs[:, start:stop].view(features, -1))
+            for i, (block_gates, block_states) in enumerate(zip(gates, states)):
+                _factors(block_gates, block_states[:, start:stop], factors[i])
+                _backward_steps(layer, factors[i], carries[i], None if last_only else grads[i], start)
+        for i, (block_inputs, block_states) in enumerate(zip(inputs, states)):
+            flat = factors[i].view(5 * size, -1)
+            sums.w_hh_nrz.addmm_(flat[: 3 * size], block_states[:, start:stop].reshape(size, -1).T)
+            sums.w_ih.addmm_(flat[size : 4 * size], block_inputs[:, start:stop].reshape(features, -1).T)
+            sums.bias.add_(flat[: 4 * size].sum(1))
+            if grad_inputs is not None:
+                torch.mm(layer.w_ih_t, flat[size : 4 * size], out=grad_inputs[i][:, start:stop].view(features, -1))
 
 
 def _backward_steps(

@@ -45,8 +45,6 @@ MembershipFn = Callable[[DayData], "sp.spmatrix | None"]
 #: Config fields that may differ between a checkpoint and a resumed run: they
 #: do not change what the completed epochs computed.
 RESUMABLE_CHANGES = frozenset({"max_epochs", "show_progress", "device"})
-#: Scoring (validation, prediction) puts consecutive days through the model together up to this many stocks.
-EVAL_ROWS_PER_PASS = 2048
 
 
 class TrainingDiverged(UserError):
@@ -269,23 +267,11 @@ def _train_epoch(model, optimizer, load: DayLoader, order: np.ndarray, config: T
 
 @torch.no_grad()
 def _scored_days(model: nn.Module, load: DayLoader, days: Sequence[int]) -> Iterator[tuple[DayBatch, np.ndarray]]:
-    """(day, scores [N]) for each of ``days`` in order, in eval mode.
-
-    Consecutive days go through the model together, up to :data:`EVAL_ROWS_PER_PASS`
-    stocks (one encoder pass for all of them with ``forward_days``): a few days'
-    cross-sections use the CPU better than one. Scores equal per-day scoring up to
-    float rounding, and the grouping depends only on the days, so they are reproducible.
-    """
+    """(day, scores [N]) for each of ``days`` in order, in eval mode."""
     model.eval()
-    group: list[DayBatch] = []
-    for index, t in enumerate(days):
-        group.append(load(t))
-        if index == len(days) - 1 or sum(len(b.x) for b in group) >= EVAL_ROWS_PER_PASS:
-            stocked = [b for b in group if len(b.x)]
-            scores = iter(_predict_days(model, stocked) if stocked else [])
-            for b in group:
-                yield b, next(scores).cpu().numpy() if len(b.x) else np.zeros(0)
-            group = []
+    for t in days:
+        b = load(t)
+        yield b, model(b.x, b.membership, b.market_cap).cpu().numpy() if len(b.x) else np.zeros(0)
 
 
 def _mean_valid_ic(model: nn.Module, load: DayLoader, days: Sequence[int], select_on: str) -> float:
