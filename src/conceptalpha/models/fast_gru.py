@@ -149,17 +149,19 @@ class _Layer:
 
 def _row_blocks(n: int, block_rows: int) -> list[tuple[int, int]]:
     """Split n rows into ⌈n / block_rows⌉ consecutive blocks [start, stop), as equal as
-    possible; from 16 rows on, sizes are multiples of 16 (AVX-512 float32 lanes, so that
-    strided rows have no scalar tails) but the last."""
+    possible (blocks run side by side on the threads); from 16 rows on, sizes are
+    multiples of 16 (AVX-512 float32 lanes, so that rows have no scalar tails) but the last."""
     count = max(1, -(-n // block_rows))
     size = -(-n // count)
     if block_rows >= 16:
-        size = min(n, -(-size // 16) * 16)
-    return [(start, min(start + size, n)) for start in range(0, n, size)]
+        size = max(16, round(n / count / 16) * 16)  # the nearest multiple of 16: the last block evens out
+        count = max(1, min(count, -(-n // size)))
+    starts = [i * size for i in range(count)]
+    return [(start, starts[i + 1] if i + 1 < count else n) for i, start in enumerate(starts)]
 
 
 def _block_groups(n: int, block_rows: int, threads: int) -> list[list[tuple[int, int]]]:
-    """Row blocks of at most ``block_rows`` rows, at least one per thread where there are
+    """Row blocks of about ``block_rows`` rows at most, at least one per thread where there are
     rows enough, in consecutive groups of ``threads`` blocks that are processed together,
     one block per thread, each in arrays of its own."""
     per_thread = max(16, -(-n // threads))
