@@ -4,6 +4,7 @@ pure-PyTorch steps, a clear fallback when they cannot be built, and an off switc
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -83,3 +84,41 @@ def test_cache_key_follows_the_source_and_the_flags(monkeypatch):
     key = native._build_key()
     monkeypatch.setattr(native, "CFLAGS", [*native.CFLAGS, "-DSOMETHING"])
     assert native._build_key() != key
+
+
+def test_a_build_lock_left_by_a_killed_build_is_removed(monkeypatch, tmp_path):
+    import os
+    import time
+
+    from torch.utils import cpp_extension
+
+    seen = {}
+
+    def build(**kwargs):
+        seen["lock_there"] = (Path(kwargs["build_directory"]) / "lock").exists()
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(cpp_extension, "load", build)
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setenv("CONCEPTALPHA_NATIVE_DIR", str(tmp_path))
+    directory = tmp_path / native._build_key()
+    directory.mkdir()
+    lock = directory / "lock"
+    lock.touch()
+    old = time.time() - native.STALE_LOCK_SECONDS - 5
+    os.utime(lock, (old, old))
+    assert native.gru_steps() is None
+    assert seen == {"lock_there": False}
+
+
+def test_a_fresh_build_lock_is_left_alone(monkeypatch, tmp_path):
+    from torch.utils import cpp_extension
+
+    monkeypatch.setattr(cpp_extension, "load", lambda **kwargs: (_ for _ in ()).throw(RuntimeError("stop")))
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setenv("CONCEPTALPHA_NATIVE_DIR", str(tmp_path))
+    directory = tmp_path / native._build_key()
+    directory.mkdir()
+    (directory / "lock").touch()
+    native.gru_steps()
+    assert (directory / "lock").exists()

@@ -220,4 +220,3 @@ def test_average_state_dicts_and_daily_ic():
 def test_config_rejects_unknown_fields():
     with pytest.raises(ValueError):
         TrainerConfig(epochs=3)
-

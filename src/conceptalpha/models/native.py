@@ -8,6 +8,7 @@ C++, one fused pass per step, with the block's columns split between the
 torch threads. It is compiled once per machine (about 20 s, with
 ``torch.utils.cpp_extension``; it needs a C++ compiler and ninja) into
 ``$CONCEPTALPHA_NATIVE_DIR`` (default ``~/.cache/conceptalpha/native``).
+Processes starting at the same time share one build (torch's lock file).
 
 Set ``CONCEPTALPHA_NATIVE=0`` to use the pure-PyTorch steps instead (same
 function; the tests check they agree). If the build fails, the reason is
@@ -22,6 +23,7 @@ import os
 import platform
 import sys
 import threading
+import time
 from pathlib import Path
 
 import torch
@@ -35,6 +37,8 @@ SOURCE = Path(__file__).with_name("gru_steps.cpp")
 #: is an inline OpenMP region (the library then shares torch's libgomp.so.1, already loaded).
 CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]
 LDFLAGS = ["-fopenmp"]
+#: A build lock older than this is left over from a killed build (a build takes ~20 s).
+STALE_LOCK_SECONDS = 600
 
 _lock = threading.Lock()
 _state: dict[str, object] = {}
@@ -62,6 +66,7 @@ def _load():
         key = _build_key()
         directory = _cache_root() / key
         directory.mkdir(parents=True, exist_ok=True)
+        _remove_stale_lock(directory)
         if not (directory / f"conceptalpha_gru_{key}.so").exists():
             log.info("compiling the GRU step kernels into %s (once per machine, ~20 s)", directory)
         cpp_extension.load(
@@ -82,6 +87,18 @@ def _load():
             str(error).strip().splitlines()[-1] if str(error).strip() else "",
         )
         return None
+
+
+def _remove_stale_lock(directory: Path) -> None:
+    """torch's build lock (``lock``) makes every other process wait for the build; one
+    left behind by a killed build would make them wait forever."""
+    lock = directory / "lock"
+    try:
+        if time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
+            log.warning("removing the stale build lock %s (left by an interrupted build)", lock)
+            lock.unlink(missing_ok=True)
+    except FileNotFoundError:
+        pass
 
 
 def _cache_root() -> Path:
