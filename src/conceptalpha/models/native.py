@@ -5,7 +5,7 @@ one small matrix product and four or five elementwise operations on a few
 thousand floats each, and such small operations run on one thread and cost
 more in dispatch than in arithmetic. ``gru_steps.cpp`` runs a chunk's steps in
 C++, one fused pass per step, with the block's columns split between the
-torch threads. It is compiled once per machine (about 20 s, with
+torch threads. It is compiled once per machine (10–20 s, with
 ``torch.utils.cpp_extension``; it needs a C++ compiler and ninja) into
 ``$CONCEPTALPHA_NATIVE_DIR`` (default ``~/.cache/conceptalpha/native``).
 Processes starting at the same time share one build (torch's lock file).
@@ -68,7 +68,8 @@ def _load():
         directory.mkdir(parents=True, exist_ok=True)
         _remove_stale_lock(directory)
         if not (directory / f"conceptalpha_gru_{key}.so").exists():
-            log.info("compiling the GRU step kernels into %s (once per machine, ~20 s)", directory)
+            log.info("building the GRU step kernels in %s, once per machine (10–20 s; other processes wait for it)",
+                     directory)
         cpp_extension.load(
             name=f"conceptalpha_gru_{key}",
             sources=[str(SOURCE)],
