@@ -282,14 +282,15 @@ class _GRUStack(torch.autograd.Function):
         groups = _block_groups(n, block_rows, torch.get_num_threads())  # fixed here: backward must block alike
         keep = any(ctx.needs_input_grad)
         keep_gates = keep and 4 * 4 * size * steps * n * len(layers) <= KEEP_GATES_MAX_BYTES
-        kept_states: list[torch.Tensor] = []  # per block, per layer
-        kept_gates: list[list[torch.Tensor] | None] = []  # per block, per layer: each chunk's gates
+        # per block, per layer: its states and (when kept) each chunk's gates
+        kept: list[list[tuple[torch.Tensor, list[torch.Tensor] | None]]] = []
         out = x.new_empty((n, steps, size) if return_sequence else (n, size))
         with _Workspace(x) as work:
             for group in groups:
                 chunks = _group_chunks(group, steps, size)
                 inputs = [_feature_major(x[start:stop]) for start, stop in group]
-                per_block: list[list[tuple[torch.Tensor, list[torch.Tensor] | None]]] = [[] for _ in group]
+                group_kept = [[] for _ in group]
+                kept.extend(group_kept)
                 for depth, layer in enumerate(layers):
                     if keep:
                         states = [_pool.take(x, (size, steps + 1, stop - start)) for start, stop in group]
@@ -298,18 +299,16 @@ class _GRUStack(torch.autograd.Function):
                                   for i, (start, stop) in enumerate(group)]
                     gates = [[] for _ in group] if keep_gates else None
                     _layer_forward(layer, inputs, states, chunks, work, gates)
-                    for i, block in enumerate(per_block):
+                    for i, block in enumerate(group_kept):
                         block.append((states[i], gates[i] if gates else None))
                     inputs = [block_states[:, 1:] for block_states in states]
-                for (start, stop), top, block in zip(group, inputs, per_block):
+                for (start, stop), top in zip(group, inputs):
                     out[start:stop] = top.permute(2, 1, 0) if return_sequence else top[:, -1].T
-                    kept_states.extend(states for states, _ in block)
-                    kept_gates.extend(gates for _, gates in block)
         if keep:
             ctx.save_for_backward(x, *weights)
-            ctx.states, ctx.gates = kept_states, kept_gates if keep_gates else None
+            ctx.kept = kept
             ctx.shape = (steps, size, groups, len(layers), return_sequence)
-            owned = kept_states + [g for chunk_gates in kept_gates if chunk_gates for g in chunk_gates]
+            owned = [array for block in kept for states, gates in block for array in [states, *(gates or [])]]
             weakref.finalize(ctx, _pool.give, owned)
         return out
 
@@ -318,7 +317,6 @@ class _GRUStack(torch.autograd.Function):
         steps, size, groups, depth, return_sequence = ctx.shape
         x, *weights = ctx.saved_tensors
         layers = [_Layer.of(*weights[i : i + 4]) for i in range(0, 4 * depth, 4)]
-        kept_states, kept_gates = ctx.states, ctx.gates
         need_x = ctx.needs_input_grad[0]
         grad_x = torch.empty_like(x) if need_x else None
         sums = [_GradientSums.zeros(layer) for layer in layers]
@@ -326,14 +324,14 @@ class _GRUStack(torch.autograd.Function):
         with _Workspace(x) as work:
             for group in groups:
                 chunks = _group_chunks(group, steps, size)
-                blocks = range(first, first + len(group))
+                kept = ctx.kept[first : first + len(group)]  # per block, per layer: (states, gates or None)
                 grads = [grad_out[start:stop] for start, stop in group]
                 grads = [g.permute(2, 1, 0).contiguous() if return_sequence else g.T.contiguous() for g in grads]
                 for level in range(depth - 1, -1, -1):
-                    states = [kept_states[depth * b + level] for b in blocks]
-                    gates = [kept_gates[depth * b + level] for b in blocks] if kept_gates else None
+                    states = [block[level][0] for block in kept]
+                    gates = [block[level][1] for block in kept] if kept[0][level][1] is not None else None
                     if level:
-                        inputs = [kept_states[depth * b + level - 1][:, 1:] for b in blocks]
+                        inputs = [block[level - 1][0][:, 1:] for block in kept]
                     else:
                         inputs = [_feature_major(x[start:stop]) for start, stop in group]
                     grad_inputs = None
