@@ -19,7 +19,7 @@ import json
 import os
 import sys
 
-from step_timing import run_worker, summarise, time_steps
+from step_timing import ratios, run_worker, summarise, time_steps
 
 T, F, HIDDEN, LAYERS = 60, 6, 64, 2
 
@@ -71,12 +71,9 @@ def main() -> None:
                 runs[side].append(_run_worker(side, n, threads, args.steps))
         entry = {"N": n, "threads": threads, "ours": summarise(runs["ours"]),
                  "ours_eager": summarise(runs["ours_eager"]), "nn_gru": summarise(runs["torch"])}
-        theirs = entry["nn_gru"]
         for side in ("ours", "ours_eager"):
-            ours = entry[side]
-            if "error" not in ours and "error" not in theirs:
-                entry[f"{side}_time_ratio"] = ours["step_s_median"] / theirs["step_s_median"]
-                entry[f"{side}_step_memory_ratio"] = ours["step_peak_over_start_mb"] / theirs["step_peak_over_start_mb"]
+            entry.update(ratios(entry[side], entry["nn_gru"], **{
+                f"{side}_time_ratio": "step_s_median", f"{side}_step_memory_ratio": "step_peak_over_start_mb"}))
         report["cases"].append(entry)
         print(json.dumps(entry), file=sys.stderr)
     report["load_average_end"] = os.getloadavg()

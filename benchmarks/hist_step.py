@@ -23,7 +23,7 @@ import os
 import sys
 from pathlib import Path
 
-from step_timing import run_worker, summarise, time_steps
+from step_timing import ratios, run_worker, summarise, time_steps
 
 REPO = Path(__file__).resolve().parents[1]
 OURS_PYTHON = REPO / ".venv" / "bin" / "python"
@@ -123,9 +123,8 @@ def main() -> None:
         entry = {"N": n, "C": c, "ours": summarise(runs["ours"])}
         if with_qlib:
             entry["qlib"] = summarise(runs["qlib"])
-            if "error" not in entry["qlib"] and "error" not in entry["ours"]:
-                entry["time_ratio_ours_over_qlib"] = entry["ours"]["step_s_median"] / entry["qlib"]["step_s_median"]
-                entry["peak_rss_ratio_ours_over_qlib"] = entry["ours"]["peak_rss_mb"] / entry["qlib"]["peak_rss_mb"]
+            entry.update(ratios(entry["ours"], entry["qlib"], time_ratio_ours_over_qlib="step_s_median",
+                                peak_rss_ratio_ours_over_qlib="peak_rss_mb"))
         report["sizes"].append(entry)
         print(json.dumps(entry), file=sys.stderr)
     report["load_average_end"] = os.getloadavg()

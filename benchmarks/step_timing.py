@@ -53,3 +53,10 @@ def summarise(runs: list[dict]) -> dict:
         "peak_rss_mb": max(r["peak_rss_mb"] for r in ok),
         "step_peak_over_start_mb": max(r["step_peak_over_start_mb"] for r in ok),
     }
+
+
+def ratios(ours: dict, theirs: dict, **keys: str) -> dict:
+    """{name: ours[key] / theirs[key]} for each ``name=key``, or {} when either side failed."""
+    if "error" in ours or "error" in theirs:
+        return {}
+    return {name: ours[key] / theirs[key] for name, key in keys.items()}
