@@ -110,8 +110,28 @@ def test_buffer_pool_reuses_arrays_up_to_twice_the_request_and_drains_others():
     smaller = pool.take(like, (4, 10, 16))  # the array is at most twice as large: reused
     assert smaller.data_ptr() == a.data_ptr()
     pool.give([smaller])
-    c = pool.take(like, (4, 100, 30))  # another size: a new array, the stale one is dropped
-    assert c.data_ptr() != a.data_ptr() and pool.bytes == 0 and not any(pool.free.values())
+    c = pool.take(like, (4, 100, 30))  # another size: a new array; the free one is not idle yet, so it stays
+    assert c.data_ptr() != a.data_ptr() and pool.bytes == a._base.nbytes
+    pool.give([c])
+    for _ in range(fast_gru.POOL_IDLE_TAKES):
+        pool.give([pool.take(like, (4, 100, 30))])  # served from the pool: nothing is dropped
+    assert pool.bytes == a._base.nbytes + c._base.nbytes
+    pool.take(like, (4, 1000, 30))  # a miss, with a's array idle for too long: it is freed
+    assert pool.bytes == c._base.nbytes
+    assert all(array is not a._base for arrays in pool.free.values() for _, array in arrays)
+
+
+def test_a_nan_input_gives_nan_for_its_row_only():
+    """Like nn.GRU: a NaN feature makes its own stock's state and gradients NaN (so the trainer's NaN check
+    sees it), and no other row's."""
+    rnn, x, _, _ = _case()
+    x = x.detach().clone()
+    x[3, 2, 1] = float("nan")
+    x.requires_grad_()
+    out = gru_last_state(rnn, x)
+    out.sum().backward()
+    assert torch.isnan(out).any(1).nonzero().flatten().tolist() == [3]
+    assert torch.isnan(x.grad).flatten(1).any(1).nonzero().flatten().tolist() == [3]
 
 
 def test_inference_without_grad_matches():

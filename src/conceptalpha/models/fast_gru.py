@@ -68,6 +68,9 @@ CHUNK_BYTES_PER_THREAD = 4 << 20
 #: backward pass up to this size; above it only the states are kept (a fifth)
 #: and the backward pass recomputes the gates, at about 25% more arithmetic.
 KEEP_GATES_MAX_BYTES = 512 << 20
+#: A pooled array unused for this many requests is freed at the next request the pool
+#: cannot serve (a training step of the HIST encoder makes a few dozen requests).
+POOL_IDLE_TAKES = 256
 
 _WEIGHT_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 _sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input
@@ -192,31 +195,31 @@ class _BufferPool:
     its size, so that days with different numbers of stocks share arrays. Arrays are private to this
     module: a graph's kept arrays come back when its autograd node is freed
     (after backward, or when the graph is dropped), scratch arrays when their
-    pass ends. A request the pool cannot serve frees one array of another
-    size, so unused sizes drain away.
+    pass ends. A request the pool cannot serve frees the arrays that have been
+    idle for :data:`POOL_IDLE_TAKES` requests, so unused sizes drain away while
+    the sizes in use stay (freeing them would make every step miss again).
     """
 
     def __init__(self):
-        self.free: dict[int, list[torch.Tensor]] = {}
+        self.free: dict[int, list[tuple[int, torch.Tensor]]] = {}  # size → (request count when given, array)
+        self.requests = 0
         self.bytes = 0
         self.lock = threading.Lock()
 
     def take(self, like: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
         """A [shape] view of a pooled (or new) flat array."""
         numel = math.prod(shape)
-        size = _rounded_up(numel)
         array = None
         with self.lock:
+            self.requests += 1
             fits = [free for free in self.free if numel <= free <= 2 * numel and self.free[free]]
             if fits:
-                array = self.free[min(fits)].pop()
+                array = self.free[min(fits)].pop()[1]
                 self.bytes -= array.nbytes
             else:
-                stale = next((arrays for arrays in self.free.values() if arrays), None)
-                if stale:
-                    self.bytes -= stale.pop().nbytes  # freed with its last reference
+                self._drop_idle()
         if array is None:
-            array = like.new_empty(size)
+            array = like.new_empty(_rounded_up(numel))
         return array[:numel].view(shape)
 
     def give(self, arrays: list[torch.Tensor]) -> None:
@@ -225,8 +228,15 @@ class _BufferPool:
             for array in arrays:
                 base = array._base
                 if base is not None and self.bytes + base.nbytes <= KEEP_GATES_MAX_BYTES:
-                    self.free.setdefault(base.numel(), []).append(base)
+                    self.free.setdefault(base.numel(), []).append((self.requests, base))
                     self.bytes += base.nbytes
+
+    def _drop_idle(self) -> None:
+        """Free (with their last reference) the arrays given back over POOL_IDLE_TAKES requests ago."""
+        for size, arrays in self.free.items():
+            kept = [(given, array) for given, array in arrays if self.requests - given <= POOL_IDLE_TAKES]
+            self.bytes -= (len(arrays) - len(kept)) * size * 4
+            self.free[size] = kept
 
 
 def _rounded_up(numel: int) -> int:
@@ -285,9 +295,9 @@ class _GRUStack(torch.autograd.Function):
         # per block, per layer: its states and (when kept) each chunk's gates
         kept: list[list[tuple[torch.Tensor, list[torch.Tensor] | None]]] = []
         out = x.new_empty((n, steps, size) if return_sequence else (n, size))
+        native = gru_steps()
         with _Workspace(x) as work:
             for group in groups:
-                chunks = _group_chunks(group, steps, size)
                 inputs = [_feature_major(x[start:stop]) for start, stop in group]
                 group_kept = [[] for _ in group]
                 kept.extend(group_kept)
@@ -297,8 +307,13 @@ class _GRUStack(torch.autograd.Function):
                     else:
                         states = [work.view(f"states{depth % 2}/{i}", size, steps + 1, stop - start)
                                   for i, (start, stop) in enumerate(group)]
-                    gates = [[] for _ in group] if keep_gates else None
-                    _layer_forward(layer, inputs, states, chunks, work, gates)
+                    if native is not None:  # kept gates: one array [4H, T, B] per block
+                        whole = [_pool.take(x, (4 * size, steps, stop - start)) for start, stop in group] if keep_gates else []
+                        native.forward_layer(layer.w_in, layer.b_in.view(-1), layer.w_hh, inputs, states, whole)
+                        gates = [[array] for array in whole] if keep_gates else None
+                    else:
+                        gates = [[] for _ in group] if keep_gates else None
+                        _layer_forward(layer, inputs, states, _group_chunks(group, steps, size), work, gates)
                     for i, block in enumerate(group_kept):
                         block.append((states[i], gates[i] if gates else None))
                     inputs = [block_states[:, 1:] for block_states in states]
@@ -308,6 +323,7 @@ class _GRUStack(torch.autograd.Function):
             ctx.save_for_backward(x, *weights)
             ctx.kept = kept
             ctx.shape = (steps, size, groups, len(layers), return_sequence)
+            ctx.native = native is not None
             owned = [array for block in kept for states, gates in block for array in [states, *(gates or [])]]
             weakref.finalize(ctx, _pool.give, owned)
         return out
@@ -320,10 +336,10 @@ class _GRUStack(torch.autograd.Function):
         need_x = ctx.needs_input_grad[0]
         grad_x = torch.empty_like(x) if need_x else None
         sums = [_GradientSums.zeros(layer) for layer in layers]
+        native = gru_steps() if ctx.native else None
         first = 0  # index of the group's first block
         with _Workspace(x) as work:
             for group in groups:
-                chunks = _group_chunks(group, steps, size)
                 kept = ctx.kept[first : first + len(group)]  # per block, per layer: (states, gates or None)
                 grads = [grad_out[start:stop] for start, stop in group]
                 grads = [g.permute(2, 1, 0).contiguous() if return_sequence else g.T.contiguous() for g in grads]
@@ -339,9 +355,15 @@ class _GRUStack(torch.autograd.Function):
                         grad_inputs = [work.view(f"grad{level % 2}/{i}", inputs[i].shape[0], steps, stop - start)
                                        for i, (start, stop) in enumerate(group)]
                     last_only = level == depth - 1 and not return_sequence
-                    _layer_backward(
-                        layers[level], inputs, states, gates, chunks, grads, last_only, sums[level], grad_inputs, work
-                    )
+                    if native is not None:
+                        _native_layer_backward(
+                            native, layers[level], inputs, states, gates, grads, last_only, sums[level], grad_inputs, work
+                        )
+                    else:
+                        chunks = _group_chunks(group, steps, size)
+                        _layer_backward(
+                            layers[level], inputs, states, gates, chunks, grads, last_only, sums[level], grad_inputs, work
+                        )
                     grads = grad_inputs
                 if need_x:
                     for (start, stop), grad in zip(group, grads):
@@ -467,6 +489,11 @@ class _GradientSums:
             like.new_zeros(3 * size, size), like.new_zeros(3 * size, features), like.new_zeros(4 * size)
         )
 
+    def add_(self, other: _GradientSums) -> None:
+        self.w_hh_nrz.add_(other.w_hh_nrz)
+        self.w_ih.add_(other.w_ih)
+        self.bias.add_(other.bias)
+
     def unpack(self) -> tuple[torch.Tensor, ...]:
         """(∂weight_ih, ∂weight_hh, ∂bias_ih, ∂bias_hh) in PyTorch's gate order r, z, n."""
         size = self.w_hh_nrz.shape[1]
@@ -525,6 +552,35 @@ def _layer_backward(
             sums.bias.add_(flat[: 4 * size].sum(1))
             if grad_inputs is not None:
                 torch.mm(layer.w_ih_t, flat[size : 4 * size], out=grad_inputs[i][:, start:stop].view(features, -1))
+
+
+def _native_layer_backward(
+    native,
+    layer: _Layer,
+    inputs: list[torch.Tensor],
+    states: list[torch.Tensor],
+    kept_gates: list[list[torch.Tensor]] | None,
+    grads: list[torch.Tensor],
+    last_only: bool,
+    sums: _GradientSums,
+    grad_inputs: list[torch.Tensor] | None,
+    work: _Workspace,
+) -> None:
+    """:func:`_layer_backward` in the compiled kernel: all steps of a group's blocks in one call, the
+    blocks side by side on the torch threads, each summing its weight gradients in arrays of its own
+    (added to ``sums`` in block order, so the result does not depend on the threads' timing).
+    ``kept_gates``: per block, the forward pass's one gates array [4H, T, B] (None: recompute them)."""
+    size, steps = layer.size, inputs[0].shape[1]
+    carries = [work.view(f"carry/{i}", size, grad.shape[-1]).copy_(grad if last_only else grad[:, steps - 1])
+               for i, grad in enumerate(grads)]
+    block_sums = [_GradientSums.zeros(layer) for _ in inputs]
+    native.backward_layer(
+        layer.w_in, layer.b_in.view(-1), layer.w_hh, layer.w_hh_nrz_t, layer.w_ih_t.t(), inputs, states,
+        [gates[0] for gates in kept_gates] if kept_gates else [], carries, [] if last_only else grads,
+        grad_inputs or [], [b.w_hh_nrz for b in block_sums], [b.w_ih for b in block_sums], [b.bias for b in block_sums],
+    )
+    for block in block_sums:
+        sums.add_(block)
 
 
 def _backward_steps(

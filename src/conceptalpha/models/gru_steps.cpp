@@ -1,19 +1,23 @@
-// The sequential part of conceptalpha's CPU GRU (models/fast_gru.py): the time
-// steps of one chunk, forward and backward, for one block of rows.
+// The sequential part of conceptalpha's CPU GRU (models/fast_gru.py): all time steps of one layer,
+// forward and backward, for each block of rows.
 //
-// Layouts are those of fast_gru.py (feature-major, B = rows of the block):
-//   gates   [4H, S, B]  forward in: [W_in x + b_in, W_ir x + b_ir + b_hr, W_iz x + b_iz + b_hz, b_hn]
-//                       forward out: [n, r, z, W_hn h + b_hn]
-//   states  [H, T+1, B] h_0 .. h_T
-//   factors [5H, S, B]  backward out: the step's gradients [∂hn, ∂r_pre, ∂z_pre, ∂n_pre, ∂h_{t-1} direct]
+// Layouts (feature-major; B = rows of the block, T steps, H hidden size, F input size):
+//   inputs  [F, T, B]   any strides with unit stride along B (above the first layer: the states h_1 .. h_T below)
+//   states  [H, T+1, B] h_0 = 0, h_1 .. h_T
+//   gates   [4H, T, B]  after step t: [n_t, r_t, z_t, W_hn h_{t-1} + b_hn], what the backward pass needs
+// Weights, as fast_gru._Layer arranges them:
+//   w_in [3H, F] (weight_ih rows n, r, z), b_in [4H] ([b_in, b_ir + b_hr, b_iz + b_hz, b_hn]),
+//   w_hh [3H, H] (weight_hh, rows r, z, n), w_hh_nrz_t [H, 3H] (weight_hhᵀ, columns n, r, z),
+//   w_ih [3H, F] (weight_ih, rows r, z, n).
 //
-// Each call takes a list of blocks (separate arrays of different rows): rows are
-// independent, so each torch thread runs all steps of the chunk for its own
-// block, one matrix product and one fused elementwise pass per step, with no
-// synchronisation. Threads working on arrays of their own scale much better
-// than threads sharing the columns of one array; with fewer blocks than
-// threads, a block's columns are split as well. The split depends only on the
-// block widths and the thread count, so results are reproducible.
+// Rows are independent, so each torch thread runs every step of whole blocks, with no
+// synchronisation. Per step: the input and hidden projections as two small matrix products into
+// per-thread scratch that stays in cache, then one fused elementwise pass. The backward pass does a
+// step's gate gradients, its share of every weight gradient, ∂L/∂inputs and ∂L/∂h_{t-1} while the
+// step's data are still in cache (a pass over all steps' gradients afterwards runs at memory speed).
+// Each block sums its weight gradients into arrays of its own, in step order, so results do not
+// depend on thread scheduling. Matrix products call the BLAS that torch links (sgemm_, one thread
+// per block) when it exports it, else ATen.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -22,205 +26,300 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <utility>
+#include <cstring>
 #include <vector>
+
+extern "C" void sgemm_(const char* trans_a, const char* trans_b, const int* m, const int* n, const int* k,
+                       const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
+                       const float* beta, float* c, const int* ldc) __attribute__((weak));
 
 namespace {
 
-// Columns [begin, end) of thread `part` of `parts`: multiples of 16 (AVX-512 float lanes) but the last.
-struct Columns {
-  int64_t begin, end;
-};
-
-Columns columns_of(int64_t part, int64_t parts, int64_t columns) {
-  int64_t size = (columns + parts - 1) / parts;
-  size = std::min(columns, (size + 15) / 16 * 16);
-  return {std::min(columns, part * size), std::min(columns, (part + 1) * size)};
+// Row-major c [m, n] (row stride ldc) = op(a) op(b) + beta·c, where op(a) [m, k] is a (row stride lda) or,
+// with trans_a, the transpose of a [k, m]; likewise b.
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+          int64_t ldb, float beta, float* c, int64_t ldc) {
+  const bool blas_layout = lda >= (trans_a ? m : k) && ldb >= (trans_b ? k : n) && ldc >= n && k > 0;
+  if (sgemm_ != nullptr && blas_layout) {
+    // BLAS is column-major: it sees every row-major matrix transposed, so it computes cᵀ = op(b)ᵀ op(a)ᵀ
+    const int mi = static_cast<int>(n), ni = static_cast<int>(m), ki = static_cast<int>(k);
+    const int la = static_cast<int>(lda), lb = static_cast<int>(ldb), lc = static_cast<int>(ldc);
+    const float one = 1.0f;
+    sgemm_(trans_b ? "T" : "N", trans_a ? "T" : "N", &mi, &ni, &ki, &one, b, &lb, a, &la, &beta, c, &lc);
+    return;
+  }
+  const auto matrix = [](const float* p, int64_t rows, int64_t columns, int64_t ld, bool trans) {
+    at::Tensor t = at::from_blob(const_cast<float*>(p), {trans ? columns : rows, trans ? rows : columns}, {ld, 1},
+                                 at::kFloat);
+    return trans ? t.t() : t;
+  };
+  at::Tensor out = at::from_blob(c, {m, n}, {ldc, 1}, at::kFloat);
+  at::addmm_out(out, out, matrix(a, m, k, lda, trans_a), matrix(b, k, n, ldb, trans_b), beta, 1.0);
 }
 
-// Runs body(block, columns) over every block's columns, in parallel over the torch threads.
-template <typename Body>
-void for_each_block_part(const std::vector<int64_t>& widths, Body body) {
-  const int64_t blocks = static_cast<int64_t>(widths.size());
-  const int64_t per_block = std::max<int64_t>(1, at::get_num_threads() / std::max<int64_t>(1, blocks));
-  std::vector<std::pair<int64_t, Columns>> items;
-  for (int64_t block = 0; block < blocks; ++block) {
-    const int64_t parts = std::max<int64_t>(1, std::min(per_block, (widths[block] + 15) / 16));
-    for (int64_t part = 0; part < parts; ++part) {
-      const Columns c = columns_of(part, parts, widths[block]);
-      if (c.begin < c.end) items.emplace_back(block, c);
+// exp for the gate nonlinearities, in a form the compiler vectorises: e^v = 2^i · 2^f with
+// i = round(v·log₂e), f ∈ [−½, ½]; 2^i is built in the exponent bits and 2^f is a degree-6
+// polynomial (relative error ≈ 1e-7, like float rounding). v is clamped to [−87, 88] (normal
+// floats), in a way that keeps NaN. Faster than glibc's vector expf and tanhf by about a third per step.
+inline float fast_exp(float v) {
+  v = v < -87.0f ? -87.0f : (v > 88.0f ? 88.0f : v);
+  const float t = v * 1.44269504088896341f;
+  const float i = std::nearbyint(t);
+  const float f = t - i;
+  float p = 1.535336188319500e-4f;
+  p = p * f + 1.339887440266574e-3f;
+  p = p * f + 9.618437357674640e-3f;
+  p = p * f + 5.550332471162809e-2f;
+  p = p * f + 2.402264791363012e-1f;
+  p = p * f + 6.931472028550421e-1f;
+  p = p * f + 1.0f;
+  union {
+    float f;
+    int32_t i;
+  } power;
+  power.i = (static_cast<int32_t>(i) + 127) << 23;
+  return p * power.f;
+}
+
+inline float sigmoid(float v) { return 1.0f / (1.0f + fast_exp(-v)); }
+
+inline float tanh_of(float v) { return 2.0f / (1.0f + fast_exp(-2.0f * v)) - 1.0f; }
+
+// A [rows, B] slice of a feature-major array: row k of step t at data + k * row + t * step.
+struct Rows {
+  float* data;
+  int64_t row, step;
+  float* at(int64_t k, int64_t t) const { return data + k * row + t * step; }
+};
+
+Rows rows_of(const at::Tensor& t) { return {t.data_ptr<float>(), t.stride(0), t.stride(1)}; }
+
+struct Weights {
+  const float *w_in, *b_in, *w_hh, *w_hh_nrz_t, *w_ih;
+  int64_t H, F;
+};
+
+// Step t's gates from the input projection already in g (rows n, r, z) and the hidden projection
+// gh [3H, B] (rows r, z, n; zero at t = 0): g ← [n, r, z, W_hn h + b_hn] and, if next, h_t.
+void gate_pass(const Weights& w, Rows g, int64_t t, const float* gh, int64_t B, Rows states, bool next) {
+  const int64_t H = w.H;
+  for (int64_t k = 0; k < H; ++k) {
+    float* n = g.at(k, t);
+    float* r = g.at(H + k, t);
+    float* z = g.at(2 * H + k, t);
+    float* hn = g.at(3 * H + k, t);
+    const float *gh_r = gh + k * B, *gh_z = gh + (H + k) * B, *gh_n = gh + (2 * H + k) * B;
+    const float b_n = w.b_in[k], b_r = w.b_in[H + k], b_z = w.b_in[2 * H + k], b_hn = w.b_in[3 * H + k];
+    const float* previous = states.at(k, t);
+    float* following = states.at(k, t + 1);
+#pragma omp simd
+    for (int64_t b = 0; b < B; ++b) {
+      const float rb = sigmoid(r[b] + gh_r[b] + b_r), zb = sigmoid(z[b] + gh_z[b] + b_z);
+      const float hnb = gh_n[b] + b_hn;
+      const float nb = tanh_of(n[b] + b_n + rb * hnb);
+      n[b] = nb;
+      r[b] = rb;
+      z[b] = zb;
+      hn[b] = hnb;
+      if (next) following[b] = nb + zb * (previous[b] - nb);
     }
   }
-  at::parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t first, int64_t last) {
+}
+
+// Step t forward for one block: its gates into g, and h_t into states when next.
+void forward_step(const Weights& w, const float* x, int64_t x_row, Rows states, Rows g, int64_t t, float* gh,
+                  int64_t B, bool next) {
+  const int64_t H = w.H;
+  gemm(false, false, 3 * H, B, w.F, w.w_in, w.F, x, x_row, 0.0f, g.at(0, t), g.row);
+  if (t > 0) {
+    gemm(false, false, 3 * H, B, H, w.w_hh, H, states.at(0, t), states.row, 0.0f, gh, B);
+  } else {
+    std::fill(gh, gh + 3 * H * B, 0.0f);  // h_0 = 0
+  }
+  gate_pass(w, g, t, gh, B, states, next);
+}
+
+Weights weights_of(const at::Tensor& w_in, const at::Tensor& b_in, const at::Tensor& w_hh,
+                   const at::Tensor* w_hh_nrz_t, const at::Tensor* w_ih) {
+  const int64_t H = w_hh.size(1), F = w_in.size(1);
+  TORCH_CHECK(w_in.size(0) == 3 * H && b_in.numel() == 4 * H && w_hh.size(0) == 3 * H,
+              "GRU kernels: inconsistent weight shapes");
+  return {w_in.data_ptr<float>(), b_in.data_ptr<float>(), w_hh.data_ptr<float>(),
+          w_hh_nrz_t ? w_hh_nrz_t->data_ptr<float>() : nullptr, w_ih ? w_ih->data_ptr<float>() : nullptr, H, F};
+}
+
+void check_array(const at::Tensor& t, int64_t dims, const char* name) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.dim() == dims, name,
+              " must be a float32 CPU tensor with ", dims, " dimensions");
+}
+
+void check_contiguous(const at::Tensor& t, int64_t dims, const char* name) {
+  check_array(t, dims, name);
+  TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
+}
+
+// Runs body(block) for every block, in parallel over the torch threads (blocks are independent).
+template <typename Body>
+void for_each_block(size_t blocks, Body body) {
+  at::parallel_for(0, static_cast<int64_t>(blocks), 1, [&](int64_t first, int64_t last) {
     // Worker threads start with autograd's thread-local defaults; these are internal buffers.
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    for (int64_t item = first; item < last; ++item) body(items[item].first, items[item].second);
+    for (int64_t block = first; block < last; ++block) body(block);
   });
 }
 
-void check_layout(const at::Tensor& t, int64_t dims, const char* name) {
-  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.dim() == dims && t.is_contiguous(),
-              name, " must be a contiguous float32 CPU tensor with ", dims, " dimensions");
-}
-
-inline float sigmoid(float v) { return 1.0f / (1.0f + std::exp(-v)); }
-
-// Steps t0 .. t0+S-1 of one layer for one block's columns c: states[:, t0] given, states[:, t0+1 ..] written.
-void forward_block(const at::Tensor& w_hh, const at::Tensor& gates, const at::Tensor& states, int64_t t0,
-                   Columns c) {
-  const int64_t H = states.size(0), T1 = states.size(1), B = states.size(2), S = gates.size(1);
-  const int64_t width = c.end - c.begin;
-  float* g = gates.data_ptr<float>();
-  float* st = states.data_ptr<float>();
-  const at::Tensor hidden = gates.narrow(0, H, 3 * H);
-  for (int64_t i = 0; i < S; ++i) {
-    const int64_t t = t0 + i;
-    if (t > 0) {  // h_0 = 0: the first hidden projection is its bias
-      at::Tensor out = hidden.select(1, i).narrow(1, c.begin, width);
-      out.addmm_(w_hh, states.select(1, t).narrow(1, c.begin, width));
-    }
-    for (int64_t k = 0; k < H; ++k) {
-      float* n = g + (k * S + i) * B;
-      float* r = g + ((H + k) * S + i) * B;
-      float* z = g + ((2 * H + k) * S + i) * B;
-      const float* hn = g + ((3 * H + k) * S + i) * B;
-      const float* previous = st + (k * T1 + t) * B;
-      float* next = st + (k * T1 + t + 1) * B;
-#pragma omp simd
-      for (int64_t b = c.begin; b < c.end; ++b) {
-        const float rb = sigmoid(r[b]), zb = sigmoid(z[b]);
-        const float nb = std::tanh(n[b] + rb * hn[b]);
-        r[b] = rb;
-        z[b] = zb;
-        n[b] = nb;
-        next[b] = nb + zb * (previous[b] - nb);
-      }
+// One layer forward over every block: inputs[b] [F, T, B] → states[b] [H, T+1, B] (h_0 = 0 written),
+// and, when `gates` is not empty, gates[b] [4H, T, B] kept for the backward pass.
+void forward_layer(const at::Tensor& w_in, const at::Tensor& b_in, const at::Tensor& w_hh, at::TensorList inputs,
+                   at::TensorList states, at::TensorList gates) {
+  check_contiguous(w_in, 2, "w_in");
+  check_contiguous(b_in, 1, "b_in");
+  check_contiguous(w_hh, 2, "w_hh");
+  const Weights w = weights_of(w_in, b_in, w_hh, nullptr, nullptr);
+  TORCH_CHECK(!inputs.empty() && states.size() == inputs.size() && (gates.empty() || gates.size() == inputs.size()),
+              "forward_layer: one inputs and states array (and gates array, if any) per block");
+  for (size_t block = 0; block < inputs.size(); ++block) {
+    check_array(inputs[block], 3, "inputs");
+    check_contiguous(states[block], 3, "states");
+    const int64_t T = inputs[block].size(1), B = inputs[block].size(2);
+    TORCH_CHECK(inputs[block].size(0) == w.F && (B == 1 || inputs[block].stride(2) == 1) && states[block].size(0) == w.H &&
+                    states[block].size(1) == T + 1 && states[block].size(2) == B,
+                "forward_layer: inconsistent inputs or states");
+    if (!gates.empty()) {
+      check_contiguous(gates[block], 3, "gates");
+      TORCH_CHECK(gates[block].size(0) == 4 * w.H && gates[block].size(1) == T && gates[block].size(2) == B,
+                  "forward_layer: inconsistent gates");
     }
   }
+  for_each_block(inputs.size(), [&](int64_t block) {
+    const at::Tensor& x = inputs[block];
+    const int64_t T = x.size(1), B = x.size(2), H = w.H;
+    const Rows st = rows_of(states[block]);
+    std::vector<float> hidden(3 * H * B), scratch(gates.empty() ? 4 * H * B : 0);
+    const Rows g = gates.empty() ? Rows{scratch.data(), B, 0} : rows_of(gates[block]);
+    for (int64_t k = 0; k < H; ++k) std::fill(st.at(k, 0), st.at(k, 0) + B, 0.0f);
+    const float* xp = x.data_ptr<float>();
+    for (int64_t t = 0; t < T; ++t) forward_step(w, xp + t * x.stride(1), x.stride(0), st, g, t, hidden.data(), B, true);
+  });
 }
 
-// Steps t0 .. t0+S-1 of one layer for every block: gates[b] [4H, S, B_b] as above, states[b] [H, T+1, B_b].
-void forward_steps(const at::Tensor& w_hh, at::TensorList gates, at::TensorList states, int64_t t0) {
-  check_layout(w_hh, 2, "w_hh");
-  TORCH_CHECK(gates.size() == states.size() && !gates.empty(), "forward_steps: one gates and states array per block");
-  const int64_t H = w_hh.size(1), S = gates[0].size(1);
-  std::vector<int64_t> widths;
-  for (size_t block = 0; block < gates.size(); ++block) {
-    check_layout(gates[block], 3, "gates");
-    check_layout(states[block], 3, "states");
-    const int64_t B = states[block].size(2);
-    TORCH_CHECK(w_hh.size(0) == 3 * H && states[block].size(0) == H && gates[block].size(0) == 4 * H &&
-                    gates[block].size(1) == S && gates[block].size(2) == B && t0 >= 0 &&
-                    t0 + S < states[block].size(1),
-                "forward_steps: inconsistent shapes");
-    widths.push_back(B);
-  }
-  for_each_block_part(widths, [&](int64_t block, Columns c) { forward_block(w_hh, gates[block], states[block], t0, c); });
-}
-
-// Steps t0+S-1 down to t0 of one layer's backward pass for one block's columns c (see backward_steps).
-void backward_block(const at::Tensor& w_hh_nrz_t, const at::Tensor& gates, const at::Tensor& states,
-                    const at::Tensor& factors, const at::Tensor& carry, const at::Tensor* grad_steps, int64_t t0,
-                    Columns c) {
-  const int64_t H = carry.size(0), B = carry.size(1), S = gates.size(1), T1 = states.size(1), T = T1 - 1;
-  const int64_t width = c.end - c.begin;
-  const float* g = gates.data_ptr<float>();
-  const float* st = states.data_ptr<float>();
-  const float* above_all = grad_steps ? grad_steps->data_ptr<float>() : nullptr;
-  float* f = factors.data_ptr<float>();
-  float* dh = carry.data_ptr<float>();
-  const at::Tensor gate_grads = factors.narrow(0, 0, 3 * H);
-  const at::Tensor direct = factors.narrow(0, 4 * H, H);
-  at::Tensor carry_part = carry.narrow(1, c.begin, width);
-  for (int64_t i = S - 1; i >= 0; --i) {
-    const int64_t t = t0 + i;
-    const bool add = above_all != nullptr && t < T - 1;
-    for (int64_t k = 0; k < H; ++k) {
-      const float* above = add ? above_all + (k * T + t) * B : nullptr;
-      // ∂L/∂h_t: the carry at the chunk's last step, else where step i+1 left it (its direct row)
-      float* a = i == S - 1 ? dh + k * B : f + ((4 * H + k) * S + i + 1) * B;
-      const float* n = g + (k * S + i) * B;
-      const float* r = g + ((H + k) * S + i) * B;
-      const float* z = g + ((2 * H + k) * S + i) * B;
-      const float* hn = g + ((3 * H + k) * S + i) * B;
-      const float* previous = st + (k * T1 + t) * B;
-      float* f_hn = f + (k * S + i) * B;
-      float* f_r = f + ((H + k) * S + i) * B;
-      float* f_z = f + ((2 * H + k) * S + i) * B;
-      float* f_n = f + ((3 * H + k) * S + i) * B;
-      float* f_h = f + ((4 * H + k) * S + i) * B;
-      if (add) {
-#pragma omp simd
-        for (int64_t b = c.begin; b < c.end; ++b) a[b] += above[b];
-      }
-#pragma omp simd
-      for (int64_t b = c.begin; b < c.end; ++b) {
-        const float ab = a[b], nb = n[b], rb = r[b], zb = z[b];
-        const float dn = ab * (1.0f - zb) * (1.0f - nb * nb);
-        f_n[b] = dn;
-        f_hn[b] = dn * rb;
-        f_r[b] = dn * hn[b] * rb * (1.0f - rb);
-        f_z[b] = ab * (previous[b] - nb) * zb * (1.0f - zb);
-        f_h[b] = ab * zb;
-      }
-    }
-    if (t > 0) {  // ∂L/∂h_{t-1} = a·z + W_hhᵀ [∂hn, ∂r, ∂z], in place of a·z (into the carry at i = 0)
-      at::Tensor step_direct = direct.select(1, i).narrow(1, c.begin, width);
-      at::Tensor step_grads = gate_grads.select(1, i).narrow(1, c.begin, width);
-      if (i > 0) {
-        step_direct.addmm_(w_hh_nrz_t, step_grads);
-      } else {
-        at::addmm_out(carry_part, step_direct, w_hh_nrz_t, step_grads);
-      }
-    }
-  }
-}
-
-// Steps t0+S-1 down to t0 of one layer's backward pass, per block from the forward pass's gates [4H, S, B]
-// (n, r, z, W_hn h + b_hn) and states [H, T+1, B]. With a = ∂L/∂h_t, writes factors [5H, S, B] =
-// a·[f_hn, f_r, f_z, f_n, z], the gradients [∂hn, ∂r_pre, ∂z_pre, ∂n_pre, ∂h_{t-1} direct]:
-//   f_n = (1−z)(1−n²),  f_hn = f_n·r,  f_r = f_n·hn·r(1−r),  f_z = (h_{t−1}−n)·z(1−z).
-// `carry` [H, B] holds ∂L/∂h_{t0+S} on entry and ∂L/∂h_{t0} on exit (untouched when t0 = 0), both
-// without the gradient `grad_steps` [H, T, B] (one per block, or none) brings to that step from above.
-void backward_steps(const at::Tensor& w_hh_nrz_t, at::TensorList gates, at::TensorList states, at::TensorList factors,
-                    at::TensorList carry, at::TensorList grad_steps, int64_t t0) {
-  check_layout(w_hh_nrz_t, 2, "w_hh_nrz_t");
-  const size_t blocks = gates.size();
-  TORCH_CHECK(blocks > 0 && states.size() == blocks && factors.size() == blocks && carry.size() == blocks &&
-                  (grad_steps.empty() || grad_steps.size() == blocks),
-              "backward_steps: one gates, states, factors and carry array (and grad_steps, if any) per block");
-  const int64_t H = w_hh_nrz_t.size(0), S = gates[0].size(1);
-  std::vector<int64_t> widths;
+// One layer backward over every block, from step T-1 down to 0. Per block: inputs, states and (if kept)
+// gates as in forward_layer (without gates, each step's gates are recomputed from the states);
+// carry [H, B] holds ∂L/∂h_T on entry (clobbered); grad_steps [H, T, B] (optional) the gradient
+// reaching each h_{t+1} from above, but for the last step's (which is in the carry); grad_inputs
+// [F, T, B] (optional) receives ∂L/∂inputs. Adds the block's weight gradients to its sums:
+// sum_hh [3H, H] (rows n, r, z), sum_ih [3H, F] (rows r, z, n), sum_bias [4H] ([∂hn, ∂r, ∂z, ∂n]).
+// Per step, with a = ∂L/∂h_t:
+//   ∂n_pre = a(1−z)(1−n²),  ∂hn = ∂n_pre·r,  ∂r_pre = ∂n_pre·hn·r(1−r),  ∂z_pre = a(h_{t−1}−n)z(1−z),
+//   ∂h_{t−1} = a·z + W_hhᵀ [∂hn, ∂r, ∂z] (W_hh rows n, r, z).
+void backward_layer(const at::Tensor& w_in, const at::Tensor& b_in, const at::Tensor& w_hh,
+                    const at::Tensor& w_hh_nrz_t, const at::Tensor& w_ih, at::TensorList inputs, at::TensorList states,
+                    at::TensorList gates, at::TensorList carry, at::TensorList grad_steps, at::TensorList grad_inputs,
+                    at::TensorList sum_hh, at::TensorList sum_ih, at::TensorList sum_bias) {
+  check_contiguous(w_in, 2, "w_in");
+  check_contiguous(b_in, 1, "b_in");
+  check_contiguous(w_hh, 2, "w_hh");
+  check_contiguous(w_hh_nrz_t, 2, "w_hh_nrz_t");
+  check_contiguous(w_ih, 2, "w_ih");
+  const Weights w = weights_of(w_in, b_in, w_hh, &w_hh_nrz_t, &w_ih);
+  const int64_t H = w.H, F = w.F;
+  TORCH_CHECK(w_hh_nrz_t.size(0) == H && w_hh_nrz_t.size(1) == 3 * H && w_ih.size(0) == 3 * H && w_ih.size(1) == F,
+              "backward_layer: inconsistent weight shapes");
+  const size_t blocks = inputs.size();
+  const auto optional = [&](at::TensorList list) { return list.empty() || list.size() == blocks; };
+  TORCH_CHECK(blocks > 0 && states.size() == blocks && carry.size() == blocks && sum_hh.size() == blocks &&
+                  sum_ih.size() == blocks && sum_bias.size() == blocks && optional(gates) && optional(grad_steps) &&
+                  optional(grad_inputs),
+              "backward_layer: one array of each kind per block");
   for (size_t block = 0; block < blocks; ++block) {
-    check_layout(gates[block], 3, "gates");
-    check_layout(states[block], 3, "states");
-    check_layout(factors[block], 3, "factors");
-    check_layout(carry[block], 2, "carry");
-    const int64_t B = carry[block].size(1), T1 = states[block].size(1);
-    TORCH_CHECK(w_hh_nrz_t.size(1) == 3 * H && carry[block].size(0) == H && gates[block].size(0) == 4 * H &&
-                    gates[block].size(1) == S && gates[block].size(2) == B && factors[block].size(0) == 5 * H &&
-                    factors[block].size(1) == S && factors[block].size(2) == B && states[block].size(0) == H &&
-                    states[block].size(2) == B && t0 >= 0 && t0 + S < T1,
-                "backward_steps: inconsistent shapes");
-    if (!grad_steps.empty()) {
-      check_layout(grad_steps[block], 3, "grad_steps");
-      TORCH_CHECK(grad_steps[block].size(0) == H && grad_steps[block].size(1) == T1 - 1 &&
-                      grad_steps[block].size(2) == B,
-                  "backward_steps: inconsistent grad_steps");
-    }
-    widths.push_back(B);
+    check_array(inputs[block], 3, "inputs");
+    const int64_t T = inputs[block].size(1), B = inputs[block].size(2);
+    check_contiguous(states[block], 3, "states");
+    check_contiguous(carry[block], 2, "carry");
+    check_contiguous(sum_hh[block], 2, "sum_hh");
+    check_contiguous(sum_ih[block], 2, "sum_ih");
+    check_contiguous(sum_bias[block], 1, "sum_bias");
+    TORCH_CHECK(inputs[block].size(0) == F && (B == 1 || inputs[block].stride(2) == 1) && states[block].size(0) == H &&
+                    states[block].size(1) == T + 1 && states[block].size(2) == B && carry[block].size(0) == H &&
+                    carry[block].size(1) == B && sum_hh[block].size(0) == 3 * H && sum_hh[block].size(1) == H &&
+                    sum_ih[block].size(0) == 3 * H && sum_ih[block].size(1) == F && sum_bias[block].numel() == 4 * H,
+                "backward_layer: inconsistent shapes");
+    const auto same = [&](at::TensorList list, int64_t rows, const char* name) {
+      if (list.empty()) return;
+      check_contiguous(list[block], 3, name);
+      TORCH_CHECK(list[block].size(0) == rows && list[block].size(1) == T && list[block].size(2) == B,
+                  "backward_layer: inconsistent ", name);
+    };
+    same(gates, 4 * H, "gates");
+    same(grad_steps, H, "grad_steps");
+    same(grad_inputs, F, "grad_inputs");
   }
-  for_each_block_part(widths, [&](int64_t block, Columns c) {
-    backward_block(w_hh_nrz_t, gates[block], states[block], factors[block], carry[block],
-                   grad_steps.empty() ? nullptr : &grad_steps[block], t0, c);
+  for_each_block(blocks, [&](int64_t block) {
+    const at::Tensor& x = inputs[block];
+    const int64_t T = x.size(1), B = x.size(2);
+    const float* xp = x.data_ptr<float>();
+    const int64_t x_row = x.stride(0), x_step = x.stride(1);
+    const Rows st = rows_of(states[block]);
+    std::vector<float> hidden(gates.empty() ? 3 * H * B : 0), scratch(gates.empty() ? 4 * H * B : 0);
+    std::vector<float> grads(4 * H * B);  // a step's [∂hn, ∂r, ∂z, ∂n], rows of B
+    const Rows g = gates.empty() ? Rows{scratch.data(), B, 0} : rows_of(gates[block]);
+    const Rows above = grad_steps.empty() ? Rows{nullptr, 0, 0} : rows_of(grad_steps[block]);
+    float* dh = carry[block].data_ptr<float>();
+    float* bias = sum_bias[block].data_ptr<float>();
+    for (int64_t t = T - 1; t >= 0; --t) {
+      if (gates.empty()) forward_step(w, xp + t * x_step, x_row, st, g, t, hidden.data(), B, false);
+      const bool add = above.data != nullptr && t < T - 1;
+      for (int64_t k = 0; k < H; ++k) {
+        float* a = dh + k * B;
+        const float* up = add ? above.at(k, t) : nullptr;
+        const float *n = g.at(k, t), *r = g.at(H + k, t), *z = g.at(2 * H + k, t), *hn = g.at(3 * H + k, t);
+        const float* previous = st.at(k, t);
+        float *f_hn = grads.data() + k * B, *f_r = grads.data() + (H + k) * B;
+        float *f_z = grads.data() + (2 * H + k) * B, *f_n = grads.data() + (3 * H + k) * B;
+        float s_hn = 0.0f, s_r = 0.0f, s_z = 0.0f, s_n = 0.0f;
+#pragma omp simd reduction(+ : s_hn, s_r, s_z, s_n)
+        for (int64_t b = 0; b < B; ++b) {
+          const float ab = add ? a[b] + up[b] : a[b], nb = n[b], rb = r[b], zb = z[b];
+          const float dn = ab * (1.0f - zb) * (1.0f - nb * nb);
+          const float dhn = dn * rb, dr = dn * hn[b] * rb * (1.0f - rb), dz = ab * (previous[b] - nb) * zb * (1.0f - zb);
+          f_n[b] = dn;
+          f_hn[b] = dhn;
+          f_r[b] = dr;
+          f_z[b] = dz;
+          a[b] = ab * zb;  // the direct part of ∂L/∂h_{t-1}
+          s_hn += dhn;
+          s_r += dr;
+          s_z += dz;
+          s_n += dn;
+        }
+        bias[k] += s_hn;
+        bias[H + k] += s_r;
+        bias[2 * H + k] += s_z;
+        bias[3 * H + k] += s_n;
+      }
+      const float* hidden_grads = grads.data();       // [∂hn, ∂r, ∂z]: W_hh rows n, r, z
+      const float* input_grads = grads.data() + H * B;  // [∂r, ∂z, ∂n]: weight_ih rows r, z, n
+      gemm(false, true, 3 * H, F, B, input_grads, B, xp + t * x_step, x_row, 1.0f, sum_ih[block].data_ptr<float>(), F);
+      if (!grad_inputs.empty()) {
+        const Rows gx = rows_of(grad_inputs[block]);
+        gemm(true, false, F, B, 3 * H, w.w_ih, F, input_grads, B, 0.0f, gx.at(0, t), gx.row);
+      }
+      if (t > 0) {  // h_0 = 0 has no gradient and adds nothing to ∂W_hh
+        gemm(false, true, 3 * H, H, B, hidden_grads, B, st.at(0, t), st.row, 1.0f, sum_hh[block].data_ptr<float>(), H);
+        gemm(false, false, H, B, 3 * H, w.w_hh_nrz_t, 3 * H, hidden_grads, B, 1.0f, dh, B);
+      }
+    }
   });
 }
 
 }  // namespace
 
 TORCH_LIBRARY(conceptalpha_gru, m) {
-  m.def("forward_steps(Tensor w_hh, Tensor(a!)[] gates, Tensor(b!)[] states, int t0) -> ()", &forward_steps);
-  m.def("backward_steps(Tensor w_hh_nrz_t, Tensor[] gates, Tensor[] states, Tensor(a!)[] factors, "
-        "Tensor(b!)[] carry, Tensor[] grad_steps, int t0) -> ()",
-        &backward_steps);
+  m.def("forward_layer(Tensor w_in, Tensor b_in, Tensor w_hh, Tensor[] inputs, Tensor(a!)[] states, "
+        "Tensor(b!)[] gates) -> ()",
+        &forward_layer);
+  m.def("backward_layer(Tensor w_in, Tensor b_in, Tensor w_hh, Tensor w_hh_nrz_t, Tensor w_ih, Tensor[] inputs, "
+        "Tensor[] states, Tensor[] gates, Tensor(a!)[] carry, Tensor[] grad_steps, Tensor(b!)[] grad_inputs, "
+        "Tensor(c!)[] sum_hh, Tensor(d!)[] sum_ih, Tensor(e!)[] sum_bias) -> ()",
+        &backward_layer);
 }

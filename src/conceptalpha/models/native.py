@@ -35,7 +35,7 @@ SOURCE = Path(__file__).with_name("gru_steps.cpp")
 #: -ffast-math only at compile time (not linked: that would flush denormals process-wide) so that
 #: exp and tanh vectorise through glibc's vector maths library; -fopenmp because ATen's parallel_for
 #: is an inline OpenMP region (the library then shares torch's libgomp.so.1, already loaded).
-CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]
+CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", "-fopenmp"]
 LDFLAGS = ["-fopenmp"]
 #: A build lock older than this is left over from a killed build (a build takes ~20 s).
 STALE_LOCK_SECONDS = 600
