@@ -51,6 +51,7 @@ _SAVED_ARRAYS = (
 CONCEPT_COLUMNS = ("id", "label", "name", "source", "kind", "size", "mean_daily_size")
 
 Day = int | str | pd.Timestamp | np.datetime64
+_NANOSECONDS_PER_DAY = 86_400 * 10**9
 
 
 def day_numbers(dates, open_value: int) -> np.ndarray:
@@ -102,6 +103,8 @@ class ConceptGraph:
             if not 0 <= int(day) < len(self.calendar):
                 raise UserError(f"day index {day} is outside the graph's calendar (0..{len(self.calendar) - 1})")
             day = self.calendar.dates[int(day)]
+        if isinstance(day, pd.Timestamp) and day.tz is None:  # the common case, without a DatetimeIndex per call
+            return int(day.normalize().value // _NANOSECONDS_PER_DAY)
         return int(day_numbers([day], 0)[0])
 
     def membership(self, day: Day, instruments: Sequence[str]) -> sp.csr_matrix:

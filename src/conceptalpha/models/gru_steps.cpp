@@ -11,13 +11,13 @@
 //   w_ih [3H, F] (weight_ih, rows r, z, n).
 //
 // Rows are independent, so each torch thread runs every step of whole blocks, with no
-// synchronisation. Per step: the input and hidden projections as two small matrix products into
-// per-thread scratch that stays in cache, then one fused elementwise pass. The backward pass does a
-// step's gate gradients, its share of every weight gradient, ∂L/∂inputs and ∂L/∂h_{t-1} while the
-// step's data are still in cache (a pass over all steps' gradients afterwards runs at memory speed).
-// Each block sums its weight gradients into arrays of its own, in step order, so results do not
-// depend on thread scheduling. Matrix products call the BLAS that torch links (sgemm_, one thread
-// per block) when it exports it, else ATen.
+// synchronisation. Time is processed in chunks of a few steps whose scratch stays in the core's
+// cache: per chunk, the input projection is one matrix product; per step, the hidden projection is
+// one and the gates one fused elementwise pass. The backward pass does each step's gate gradients,
+// ∂L/∂h_{t-1}, and its share of every weight gradient and of ∂L/∂inputs (one product each) while
+// they are still in cache. Each block sums its weight gradients into
+// arrays of its own, in a fixed order, so results do not depend on thread scheduling. Matrix
+// products call the BLAS that torch links (sgemm_, one thread per block) when it exports it, else ATen.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -90,6 +90,7 @@ struct Rows {
   float* data;
   int64_t row, step;
   float* at(int64_t k, int64_t t) const { return data + k * row + t * step; }
+  Rows from(int64_t t) const { return {at(0, t), row, step}; }  // step t becomes step 0
 };
 
 Rows rows_of(const at::Tensor& t) { return {t.data_ptr<float>(), t.stride(0), t.stride(1)}; }
@@ -99,16 +100,25 @@ struct Weights {
   int64_t H, F;
 };
 
-// Step t's gates from the input projection already in g (rows n, r, z) and the hidden projection
-// gh [3H, B] (rows r, z, n; zero at t = 0): g ← [n, r, z, W_hn h + b_hn] and, if next, h_t.
-void gate_pass(const Weights& w, Rows g, int64_t t, const float* gh, int64_t B, Rows states, bool next) {
+// Steps per chunk of the forward pass: a chunk's input projection is one matrix product with S·B
+// columns, while the chunk's scratch [4H, S, B] stays in the core's cache. Inputs whose steps are
+// not consecutive in memory (only possible with one row) go step by step.
+int64_t chunk_steps(int64_t H, int64_t B, int64_t T, const at::Tensor& inputs) {
+  constexpr int64_t kChunkBytes = 512 << 10;
+  if (T > 1 && inputs.stride(1) != B) return 1;
+  return std::max<int64_t>(1, std::min<int64_t>(T, kChunkBytes / (16 * H * B)));
+}
+
+// Step s of a chunk: g holds the input projection (rows n, r, z) and gh the hidden projection
+// (rows r, z, n); g ← [n, r, z, W_hn h + b_hn] and, if `next`, h_t (states step t + 1) from h_{t-1}.
+void gate_pass(const Weights& w, Rows g, Rows gh, int64_t s, Rows states, int64_t t, int64_t B, bool next) {
   const int64_t H = w.H;
   for (int64_t k = 0; k < H; ++k) {
-    float* n = g.at(k, t);
-    float* r = g.at(H + k, t);
-    float* z = g.at(2 * H + k, t);
-    float* hn = g.at(3 * H + k, t);
-    const float *gh_r = gh + k * B, *gh_z = gh + (H + k) * B, *gh_n = gh + (2 * H + k) * B;
+    float* n = g.at(k, s);
+    float* r = g.at(H + k, s);
+    float* z = g.at(2 * H + k, s);
+    float* hn = g.at(3 * H + k, s);
+    const float *gh_r = gh.at(k, s), *gh_z = gh.at(H + k, s), *gh_n = gh.at(2 * H + k, s);
     const float b_n = w.b_in[k], b_r = w.b_in[H + k], b_z = w.b_in[2 * H + k], b_hn = w.b_in[3 * H + k];
     const float* previous = states.at(k, t);
     float* following = states.at(k, t + 1);
@@ -126,19 +136,11 @@ void gate_pass(const Weights& w, Rows g, int64_t t, const float* gh, int64_t B, 
   }
 }
 
-// Step t forward for one block: its gates into g, and h_t into states when next.
-void forward_step(const Weights& w, const float* x, int64_t x_row, Rows states, Rows g, int64_t t, float* gh,
-                  int64_t B, bool next) {
-  const int64_t H = w.H;
-  gemm(false, false, 3 * H, B, w.F, w.w_in, w.F, x, x_row, 0.0f, g.at(0, t), g.row);
-  if (t > 0) {
-    gemm(false, false, 3 * H, B, H, w.w_hh, H, states.at(0, t), states.row, 0.0f, gh, B);
-  } else {
-    std::fill(gh, gh + 3 * H * B, 0.0f);  // h_0 = 0
-  }
-  gate_pass(w, g, t, gh, B, states, next);
+// The input projection of steps t0 .. t0+S-1 into rows n, r, z of the chunk's gates g.
+void project_inputs(const Weights& w, const at::Tensor& x, int64_t t0, int64_t S, int64_t B, Rows g) {
+  const float* xt = x.data_ptr<float>() + t0 * x.stride(1);
+  gemm(false, false, 3 * w.H, S * B, w.F, w.w_in, w.F, xt, x.stride(0), 0.0f, g.data, g.row);
 }
-
 Weights weights_of(const at::Tensor& w_in, const at::Tensor& b_in, const at::Tensor& w_hh,
                    const at::Tensor* w_hh_nrz_t, const at::Tensor* w_ih) {
   const int64_t H = w_hh.size(1), F = w_in.size(1);
@@ -193,13 +195,25 @@ void forward_layer(const at::Tensor& w_in, const at::Tensor& b_in, const at::Ten
   }
   for_each_block(inputs.size(), [&](int64_t block) {
     const at::Tensor& x = inputs[block];
-    const int64_t T = x.size(1), B = x.size(2), H = w.H;
+    const int64_t T = x.size(1), B = x.size(2), H = w.H, S = chunk_steps(H, B, T, x);
     const Rows st = rows_of(states[block]);
-    std::vector<float> hidden(3 * H * B), scratch(gates.empty() ? 4 * H * B : 0);
-    const Rows g = gates.empty() ? Rows{scratch.data(), B, 0} : rows_of(gates[block]);
+    std::vector<float> hidden(3 * H * B), scratch(gates.empty() ? 4 * H * S * B : 0);
+    const Rows gh{hidden.data(), B, 0};
     for (int64_t k = 0; k < H; ++k) std::fill(st.at(k, 0), st.at(k, 0) + B, 0.0f);
-    const float* xp = x.data_ptr<float>();
-    for (int64_t t = 0; t < T; ++t) forward_step(w, xp + t * x.stride(1), x.stride(0), st, g, t, hidden.data(), B, true);
+    for (int64_t t0 = 0; t0 < T; t0 += S) {
+      const int64_t steps = std::min(S, T - t0);
+      const Rows g = gates.empty() ? Rows{scratch.data(), S * B, B} : rows_of(gates[block]).from(t0);
+      project_inputs(w, x, t0, steps, B, g);
+      for (int64_t s = 0; s < steps; ++s) {
+        const int64_t t = t0 + s;
+        if (t > 0) {
+          gemm(false, false, 3 * H, B, H, w.w_hh, H, st.at(0, t), st.row, 0.0f, hidden.data(), B);
+        } else {
+          std::fill(hidden.begin(), hidden.end(), 0.0f);  // h_0 = 0
+        }
+        gate_pass(w, g, gh, s, st, t, B, true);
+      }
+    }
   });
 }
 
@@ -256,57 +270,71 @@ void backward_layer(const at::Tensor& w_in, const at::Tensor& b_in, const at::Te
   }
   for_each_block(blocks, [&](int64_t block) {
     const at::Tensor& x = inputs[block];
-    const int64_t T = x.size(1), B = x.size(2);
-    const float* xp = x.data_ptr<float>();
-    const int64_t x_row = x.stride(0), x_step = x.stride(1);
+    // One step per chunk: measured faster here than longer chunks, whose weight-gradient products are
+    // larger but whose gradient rows are further apart for the per-step ∂h product.
+    const int64_t T = x.size(1), B = x.size(2), S = 1, chunk = S * B;
+    const int64_t x_row = x.stride(0);
     const Rows st = rows_of(states[block]);
-    std::vector<float> hidden(gates.empty() ? 3 * H * B : 0), scratch(gates.empty() ? 4 * H * B : 0);
-    std::vector<float> grads(4 * H * B);  // a step's [∂hn, ∂r, ∂z, ∂n], rows of B
-    const Rows g = gates.empty() ? Rows{scratch.data(), B, 0} : rows_of(gates[block]);
+    // a chunk's gate gradients [∂hn, ∂r, ∂z, ∂n] [4H, S, B]; without kept gates, its gates and hidden projections
+    std::vector<float> grads(4 * H * chunk), scratch(gates.empty() ? 4 * H * chunk : 0),
+        hidden(gates.empty() ? 3 * H * chunk : 0);
+    const Rows f{grads.data(), chunk, B};
     const Rows above = grad_steps.empty() ? Rows{nullptr, 0, 0} : rows_of(grad_steps[block]);
     float* dh = carry[block].data_ptr<float>();
     float* bias = sum_bias[block].data_ptr<float>();
-    for (int64_t t = T - 1; t >= 0; --t) {
-      if (gates.empty()) forward_step(w, xp + t * x_step, x_row, st, g, t, hidden.data(), B, false);
-      const bool add = above.data != nullptr && t < T - 1;
-      for (int64_t k = 0; k < H; ++k) {
-        float* a = dh + k * B;
-        const float* up = add ? above.at(k, t) : nullptr;
-        const float *n = g.at(k, t), *r = g.at(H + k, t), *z = g.at(2 * H + k, t), *hn = g.at(3 * H + k, t);
-        const float* previous = st.at(k, t);
-        float *f_hn = grads.data() + k * B, *f_r = grads.data() + (H + k) * B;
-        float *f_z = grads.data() + (2 * H + k) * B, *f_n = grads.data() + (3 * H + k) * B;
-        float s_hn = 0.0f, s_r = 0.0f, s_z = 0.0f, s_n = 0.0f;
-#pragma omp simd reduction(+ : s_hn, s_r, s_z, s_n)
-        for (int64_t b = 0; b < B; ++b) {
-          const float ab = add ? a[b] + up[b] : a[b], nb = n[b], rb = r[b], zb = z[b];
-          const float dn = ab * (1.0f - zb) * (1.0f - nb * nb);
-          const float dhn = dn * rb, dr = dn * hn[b] * rb * (1.0f - rb), dz = ab * (previous[b] - nb) * zb * (1.0f - zb);
-          f_n[b] = dn;
-          f_hn[b] = dhn;
-          f_r[b] = dr;
-          f_z[b] = dz;
-          a[b] = ab * zb;  // the direct part of ∂L/∂h_{t-1}
-          s_hn += dhn;
-          s_r += dr;
-          s_z += dz;
-          s_n += dn;
-        }
-        bias[k] += s_hn;
-        bias[H + k] += s_r;
-        bias[2 * H + k] += s_z;
-        bias[3 * H + k] += s_n;
+    for (int64_t t0 = (T - 1) / S * S; t0 >= 0; t0 -= S) {
+      const int64_t steps = std::min(S, T - t0);
+      Rows g = gates.empty() ? Rows{scratch.data(), chunk, B} : rows_of(gates[block]).from(t0);
+      if (gates.empty()) {  // recompute the chunk's gates from the kept states (h_0 = 0 gives a zero projection)
+        project_inputs(w, x, t0, steps, B, g);
+        const Rows gh{hidden.data(), chunk, B};
+        gemm(false, false, 3 * H, steps * B, H, w.w_hh, H, st.at(0, t0), st.row, 0.0f, gh.data, gh.row);
+        for (int64_t s = 0; s < steps; ++s) gate_pass(w, g, gh, s, st, t0 + s, B, false);
       }
-      const float* hidden_grads = grads.data();       // [∂hn, ∂r, ∂z]: W_hh rows n, r, z
-      const float* input_grads = grads.data() + H * B;  // [∂r, ∂z, ∂n]: weight_ih rows r, z, n
-      gemm(false, true, 3 * H, F, B, input_grads, B, xp + t * x_step, x_row, 1.0f, sum_ih[block].data_ptr<float>(), F);
+      for (int64_t s = steps - 1; s >= 0; --s) {
+        const int64_t t = t0 + s;
+        const bool add = above.data != nullptr && t < T - 1;
+        for (int64_t k = 0; k < H; ++k) {
+          float* a = dh + k * B;
+          const float* up = add ? above.at(k, t) : nullptr;
+          const float *n = g.at(k, s), *r = g.at(H + k, s), *z = g.at(2 * H + k, s), *hn = g.at(3 * H + k, s);
+          const float* previous = st.at(k, t);
+          float *f_hn = f.at(k, s), *f_r = f.at(H + k, s), *f_z = f.at(2 * H + k, s), *f_n = f.at(3 * H + k, s);
+          float s_hn = 0.0f, s_r = 0.0f, s_z = 0.0f, s_n = 0.0f;
+#pragma omp simd reduction(+ : s_hn, s_r, s_z, s_n)
+          for (int64_t b = 0; b < B; ++b) {
+            const float ab = add ? a[b] + up[b] : a[b], nb = n[b], rb = r[b], zb = z[b];
+            const float dn = ab * (1.0f - zb) * (1.0f - nb * nb);
+            const float dhn = dn * rb, dr = dn * hn[b] * rb * (1.0f - rb);
+            const float dz = ab * (previous[b] - nb) * zb * (1.0f - zb);
+            f_n[b] = dn;
+            f_hn[b] = dhn;
+            f_r[b] = dr;
+            f_z[b] = dz;
+            a[b] = ab * zb;  // the direct part of ∂L/∂h_{t-1}
+            s_hn += dhn;
+            s_r += dr;
+            s_z += dz;
+            s_n += dn;
+          }
+          bias[k] += s_hn;
+          bias[H + k] += s_r;
+          bias[2 * H + k] += s_z;
+          bias[3 * H + k] += s_n;
+        }
+        if (t > 0) {  // ∂L/∂h_{t-1} += W_hhᵀ [∂hn, ∂r, ∂z] (W_hh rows n, r, z); h_0 needs no gradient
+          gemm(false, false, H, B, 3 * H, w.w_hh_nrz_t, 3 * H, f.at(0, s), f.row, 1.0f, dh, B);
+        }
+      }
+      // The chunk's share of the weight and input gradients: [∂hn, ∂r, ∂z] pair with h_{t-1} (W_hh rows
+      // n, r, z), [∂r, ∂z, ∂n] with the inputs (weight_ih rows r, z, n).
+      const float* xt = x.data_ptr<float>() + t0 * x.stride(1);
+      gemm(false, true, 3 * H, w.F, steps * B, f.at(H, 0), f.row, xt, x_row, 1.0f, sum_ih[block].data_ptr<float>(), w.F);
+      gemm(false, true, 3 * H, H, steps * B, f.at(0, 0), f.row, st.at(0, t0), st.row, 1.0f,
+           sum_hh[block].data_ptr<float>(), H);
       if (!grad_inputs.empty()) {
         const Rows gx = rows_of(grad_inputs[block]);
-        gemm(true, false, F, B, 3 * H, w.w_ih, F, input_grads, B, 0.0f, gx.at(0, t), gx.row);
-      }
-      if (t > 0) {  // h_0 = 0 has no gradient and adds nothing to ∂W_hh
-        gemm(false, true, 3 * H, H, B, hidden_grads, B, st.at(0, t), st.row, 1.0f, sum_hh[block].data_ptr<float>(), H);
-        gemm(false, false, H, B, 3 * H, w.w_hh_nrz_t, 3 * H, hidden_grads, B, 1.0f, dh, B);
+        gemm(true, false, w.F, steps * B, 3 * H, w.w_ih, w.F, f.at(H, 0), f.row, 0.0f, gx.at(0, t0), gx.row);
       }
     }
   });

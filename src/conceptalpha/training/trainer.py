@@ -136,8 +136,10 @@ def sparse_to_torch(matrix: sp.spmatrix | None, device: torch.device) -> torch.T
     """scipy sparse [N, C] → coalesced torch sparse COO float32 on ``device``."""
     if matrix is None:
         return None
+    canonical = sp.issparse(matrix) and matrix.format in ("csr", "coo") and matrix.has_canonical_format
     coo = sp.coo_matrix(matrix)
-    coo.sum_duplicates()
+    if not canonical:  # a canonical CSR (what ConceptGraph.membership returns) converts to sorted, unique links
+        coo.sum_duplicates()
     indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
     values = torch.from_numpy(coo.data.astype(np.float32))
     tensor = torch.sparse_coo_tensor(indices, values, coo.shape, is_coalesced=True, check_invariants=False)
@@ -307,7 +309,8 @@ def fit(
         raise UserError(f"training needs train and valid days; got {len(train_days)} and {len(valid_days)}")
     device = resolve_device(config.device)
     model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    fused = device.type in ("cpu", "cuda")  # one kernel for all parameters, not a dozen small operations each
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused)
     set_seed(config.seed)
     shuffle_rng = np.random.default_rng(config.seed)
     checkpoint = run_dir / "checkpoint.pt"
