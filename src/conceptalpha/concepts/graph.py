@@ -81,7 +81,7 @@ class ConceptGraph:
         order = np.lexsort((self.link_start, self.link_concept, self.link_instrument))
         for name in ("link_instrument", "link_concept", "link_start", "link_end"):
             setattr(self, name, np.ascontiguousarray(np.asarray(getattr(self, name), dtype=np.int64)[order]))
-        self._row_of = pd.Index(self.instruments.astype(str))
+        self._row_of = {symbol: row for row, symbol in enumerate(self.instruments.astype(str))}
         # CSR offsets: the links of instrument s are link_*[ptr[s]:ptr[s+1]].
         self._ptr = np.concatenate([[0], np.cumsum(np.bincount(self.link_instrument, minlength=len(self.instruments)))])
 
@@ -113,7 +113,8 @@ class ConceptGraph:
         Unknown instruments get empty rows. Memory and time are O(N + links of the N instruments).
         """
         d = self.day_number(day)
-        rows = self._row_of.get_indexer(pd.Index(np.asarray(instruments, dtype=object).astype(str)))
+        # a dict lookup per name: a pandas index per call costs more than the rest of this method
+        rows = np.fromiter((self._row_of.get(str(symbol), -1) for symbol in instruments), np.int64, len(instruments))
         known = rows >= 0
         first = np.zeros(len(rows), dtype=np.int64)
         counts = np.zeros(len(rows), dtype=np.int64)
@@ -143,7 +144,7 @@ class ConceptGraph:
     def instrument_concepts(self, symbol: str) -> pd.DataFrame:
         """One instrument's links: label, name, source, kind, size, start, end (NaT = open)."""
         canon = normalize_symbol(symbol)
-        row = self._row_of.get_indexer([canon])[0]
+        row = self._row_of.get(canon, -1)
         sl = slice(self._ptr[row], self._ptr[row + 1]) if row >= 0 else slice(0, 0)
         table = self.concepts.iloc[self.link_concept[sl]][["label", "name", "source", "kind", "size"]].reset_index(drop=True)
         table["start"] = _dates_or_nat(self.link_start[sl], OPEN_START)

@@ -17,31 +17,31 @@ Per layer, for t = 1..T (h_0 = 0)::
 How it is laid out, and why:
 
 - Rows (stocks) are independent, so they are processed in blocks of at most
-  :data:`BLOCK_ROWS_PER_THREAD` rows, one block per torch thread, each block
-  in arrays of its own (threads sharing the columns of one array scale
-  poorly). A group of blocks, one per thread, goes through all layers,
-  forward and backward, before the next group starts, and time is processed
-  in chunks of a few steps: a chunk's tensors stay in cache.
+  :data:`BLOCK_ROWS_PER_THREAD` rows, as equal as possible, one block per
+  torch thread, each block in arrays of its own (threads sharing the columns
+  of one array scale poorly). A group of blocks, one per thread, goes through
+  all layers, forward and backward, before the next group starts.
 - Inside a block everything is *feature-major*: a step's hidden state is
-  [H, B], its gates [4H, B], a chunk's gates [4H, S, B]. Per-step elementwise
-  operations read and write whole [H, B] arrays, and every product over a
-  chunk (input projections, weight gradients) is one matrix product.
-- A step's gate buffer first holds the input projection and, after the step,
-  exactly what the backward pass needs, [n, r, z, W_hn h_{t−1} + b_hn]; with
-  the states that is 5H floats per row, step and layer (a training step of
-  ``nn.GRU`` takes about twice as much memory). Above :data:`KEEP_GATES_MAX_BYTES` only the states are kept and
-  the backward pass recomputes each chunk's gates from them. Gate, state and
-  scratch arrays are recycled from one training step to the next
+  [H, B], its gates [4H, B], a layer's gates [4H, T, B].
+- The forward pass keeps exactly what the backward pass needs, per step
+  [n, r, z, W_hn h_{t−1} + b_hn] and the states: 5H floats per row, step and
+  layer (a training step of ``nn.GRU`` takes about twice as much memory).
+  Above :data:`KEEP_GATES_MAX_BYTES` only the states are kept and the
+  backward pass recomputes the gates from them. Gate, state and scratch
+  arrays are recycled from one training step to the next
   (:class:`_BufferPool`): first touching fresh pages costs more than filling them.
-- The backward pass turns the gates into per-step factors (see
-  :func:`_factors`), so that all gate gradients of a step are *one*
-  multiplication of the incoming gradient, followed by one matrix product for
-  ∂h_{t−1}.
-- The time steps themselves, the only sequential part, run in the compiled
-  kernels of ``gru_steps.cpp`` when they can be built (see
-  :mod:`conceptalpha.models.native`): one matrix product and one fused pass
-  per step, the group's blocks in parallel on the torch threads. Otherwise
-  :func:`_forward_steps` and :func:`_backward_steps` do the same in eager PyTorch.
+- With the compiled kernels of ``gru_steps.cpp`` (see
+  :mod:`conceptalpha.models.native`), one call per layer runs all time steps
+  of the group's blocks side by side on the torch threads: per step one or
+  two small matrix products and one fused elementwise pass, and in the
+  backward pass the step's share of every weight gradient and of ∂L/∂inputs
+  while its data are in cache.
+- Without them, the same arithmetic runs in eager PyTorch in chunks of a few
+  time steps (:func:`_layer_forward`, :func:`_layer_backward`): a chunk's
+  input projection and weight gradients are one matrix product each, and the
+  backward pass turns the gates into per-step factors (see :func:`_factors`),
+  so that all gate gradients of a step are *one* multiplication of the
+  incoming gradient, followed by one matrix product for ∂h_{t−1}.
 """
 
 from __future__ import annotations

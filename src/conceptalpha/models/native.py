@@ -3,9 +3,9 @@
 The GRU's time steps are sequential: per step and layer, eager PyTorch runs
 one small matrix product and four or five elementwise operations on a few
 thousand floats each, and such small operations run on one thread and cost
-more in dispatch than in arithmetic. ``gru_steps.cpp`` runs a chunk's steps in
-C++, one fused pass per step, with the block's columns split between the
-torch threads. It is compiled once per machine (10–20 s, with
+more in dispatch than in arithmetic. ``gru_steps.cpp`` runs all steps of a
+layer in C++, the row blocks side by side on the torch threads, with one
+fused elementwise pass per step and the matrix products in cache. It is compiled once per machine (10–20 s, with
 ``torch.utils.cpp_extension``; it needs a C++ compiler and ninja) into
 ``$CONCEPTALPHA_NATIVE_DIR`` (default ``~/.cache/conceptalpha/native``).
 Processes starting at the same time share one build (torch's lock file).
@@ -33,8 +33,9 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("gru_steps.cpp")
 #: Compile flags: -march=native because the build is per machine (its CPU flags are in the cache key);
 #: -ffast-math only at compile time (not linked: that would flush denormals process-wide) so that
-#: exp and tanh vectorise through glibc's vector maths library; -fopenmp because ATen's parallel_for
-#: is an inline OpenMP region (the library then shares torch's libgomp.so.1, already loaded).
+#: the elementwise loops and their sums vectorise, but -fno-finite-math-only so that a NaN input
+#: still gives NaN (as nn.GRU does); -fopenmp because ATen's parallel_for is an inline OpenMP
+#: region (the library then shares torch's libgomp.so.1, already loaded).
 CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", "-fopenmp"]
 LDFLAGS = ["-fopenmp"]
 #: A build lock older than this is left over from a killed build (a build takes ~20 s).

@@ -136,13 +136,14 @@ def sparse_to_torch(matrix: sp.spmatrix | None, device: torch.device) -> torch.T
     """scipy sparse [N, C] → coalesced torch sparse COO float32 on ``device``."""
     if matrix is None:
         return None
-    canonical = sp.issparse(matrix) and matrix.format in ("csr", "coo") and matrix.has_canonical_format
-    coo = sp.coo_matrix(matrix)
-    if not canonical:  # a canonical CSR (what ConceptGraph.membership returns) converts to sorted, unique links
-        coo.sum_duplicates()
-    indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
-    values = torch.from_numpy(coo.data.astype(np.float32))
-    tensor = torch.sparse_coo_tensor(indices, values, coo.shape, is_coalesced=True, check_invariants=False)
+    if not (sp.issparse(matrix) and matrix.format == "csr" and matrix.has_canonical_format):
+        matrix = sp.csr_matrix(matrix)
+        matrix.sum_duplicates()
+    # canonical CSR: its links in row-major order, each once, which is what a coalesced COO tensor holds
+    rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
+    indices = torch.from_numpy(np.stack([rows, matrix.indices.astype(np.int64)]))
+    values = torch.from_numpy(matrix.data.astype(np.float32))
+    tensor = torch.sparse_coo_tensor(indices, values, matrix.shape, is_coalesced=True, check_invariants=False)
     return tensor.to(device)
 
 
