@@ -99,7 +99,7 @@ def test_backward_twice_with_retained_graph():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_buffer_pool_reuses_arrays_up_to_twice_the_request_and_drains_others():
+def test_buffer_pool_reuses_arrays_up_to_twice_the_request_and_drains_idle_ones():
     pool = fast_gru._BufferPool()
     like = torch.empty(0)
     a = pool.take(like, (4, 10, 30))

@@ -231,9 +231,9 @@ class _BufferPool:
     def _drop_idle(self) -> None:
         """Free (with their last reference) the arrays given back over POOL_IDLE_TAKES requests ago."""
         for size, arrays in self.free.items():
-            kept = [(given, array) for given, array in arrays if self.requests - given <= POOL_IDLE_TAKES]
-            self.bytes -= (len(arrays) - len(kept)) * size * 4
-            self.free[size] = kept
+            idle = [array for given, array in arrays if self.requests - given > POOL_IDLE_TAKES]
+            self.bytes -= sum(array.nbytes for array in idle)
+            self.free[size] = [(given, array) for given, array in arrays if self.requests - given <= POOL_IDLE_TAKES]
 
 
 def _rounded_up(numel: int) -> int:
