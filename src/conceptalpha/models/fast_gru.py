@@ -399,7 +399,6 @@ def _layer_forward(
     size = layer.size
     for block_states in states:
         block_states[:, 0].zero_()
-    native = gru_steps()
     for start, stop in chunks:
         gates = []
         for i, (block_inputs, block_states) in enumerate(zip(inputs, states)):
@@ -411,11 +410,8 @@ def _layer_forward(
                 kept[i].append(block_gates)
             _project_inputs(layer, block_inputs[:, start:stop], block_gates)
             gates.append(block_gates)
-        if native is not None:
-            native.forward_steps(layer.w_hh, gates, states, start)
-        else:
-            for block_gates, block_states in zip(gates, states):
-                _forward_steps(layer, block_gates, block_states, start)
+        for block_gates, block_states in zip(gates, states):
+            _forward_steps(layer, block_gates, block_states, start)
 
 
 def _forward_steps(layer: _Layer, gates: torch.Tensor, states: torch.Tensor, start: int) -> None:
@@ -519,10 +515,7 @@ def _layer_backward(
     are given, writes ∂L/∂inputs.
     """
     size, steps, features = layer.size, inputs[0].shape[1], inputs[0].shape[0]
-    native = gru_steps()
-    # ∂L/∂h_t on its way down, the gradient from above at step t not yet added
-    carries = [work.view(f"carry/{i}", size, grad.shape[-1]).copy_(grad if last_only else grad[:, steps - 1])
-               for i, grad in enumerate(grads)]
+    carries = _carries(grads, size, steps, last_only, work)
     for index in range(len(chunks) - 1, -1, -1):
         start, stop = chunks[index]
         span = stop - start
@@ -536,12 +529,9 @@ def _layer_backward(
                 _recompute_gates(layer, block_inputs[:, start:stop], block_states[:, start:stop], block_gates)
             gates.append(block_gates)
             factors.append(work.view(f"factors/{i}", 5 * size, span, rows))
-        if native is not None:
-            native.backward_steps(layer.w_hh_nrz_t, gates, states, factors, carries, [] if last_only else grads, start)
-        else:
-            for i, (block_gates, block_states) in enumerate(zip(gates, states)):
-                _factors(block_gates, block_states[:, start:stop], factors[i])
-                _backward_steps(layer, factors[i], carries[i], None if last_only else grads[i], start)
+        for i, (block_gates, block_states) in enumerate(zip(gates, states)):
+            _factors(block_gates, block_states[:, start:stop], factors[i])
+            _backward_steps(layer, factors[i], carries[i], None if last_only else grads[i], start)
         for i, (block_inputs, block_states) in enumerate(zip(inputs, states)):
             flat = factors[i].view(5 * size, -1)
             sums.w_hh_nrz.addmm_(flat[: 3 * size], block_states[:, start:stop].reshape(size, -1).T)
@@ -549,6 +539,14 @@ def _layer_backward(
             sums.bias.add_(flat[: 4 * size].sum(1))
             if grad_inputs is not None:
                 torch.mm(layer.w_ih_t, flat[size : 4 * size], out=grad_inputs[i][:, start:stop].view(features, -1))
+
+
+def _carries(
+    grads: list[torch.Tensor], size: int, steps: int, last_only: bool, work: _Workspace
+) -> list[torch.Tensor]:
+    """Per block, ∂L/∂h_T [H, B] to start the way down: the gradient from above at the last step."""
+    return [work.view(f"carry/{i}", size, grad.shape[-1]).copy_(grad if last_only else grad[:, steps - 1])
+            for i, grad in enumerate(grads)]
 
 
 def _native_layer_backward(
@@ -567,9 +565,7 @@ def _native_layer_backward(
     blocks side by side on the torch threads, each summing its weight gradients in arrays of its own
     (added to ``sums`` in block order, so the result does not depend on the threads' timing).
     ``kept_gates``: per block, the forward pass's one gates array [4H, T, B] (None: recompute them)."""
-    size, steps = layer.size, inputs[0].shape[1]
-    carries = [work.view(f"carry/{i}", size, grad.shape[-1]).copy_(grad if last_only else grad[:, steps - 1])
-               for i, grad in enumerate(grads)]
+    carries = _carries(grads, layer.size, inputs[0].shape[1], last_only, work)
     block_sums = [_GradientSums.zeros(layer) for _ in inputs]
     native.backward_layer(
         layer.w_in, layer.b_in.view(-1), layer.w_hh, layer.w_hh_nrz_t, layer.w_ih_t.t(), inputs, states,

@@ -270,71 +270,64 @@ void backward_layer(const at::Tensor& w_in, const at::Tensor& b_in, const at::Te
   }
   for_each_block(blocks, [&](int64_t block) {
     const at::Tensor& x = inputs[block];
-    // One step per chunk: measured faster here than longer chunks, whose weight-gradient products are
-    // larger but whose gradient rows are further apart for the per-step ∂h product.
-    const int64_t T = x.size(1), B = x.size(2), S = 1, chunk = S * B;
-    const int64_t x_row = x.stride(0);
+    const int64_t T = x.size(1), B = x.size(2), x_row = x.stride(0);
     const Rows st = rows_of(states[block]);
-    // a chunk's gate gradients [∂hn, ∂r, ∂z, ∂n] [4H, S, B]; without kept gates, its gates and hidden projections
-    std::vector<float> grads(4 * H * chunk), scratch(gates.empty() ? 4 * H * chunk : 0),
-        hidden(gates.empty() ? 3 * H * chunk : 0);
-    const Rows f{grads.data(), chunk, B};
+    // A step's gate gradients [∂hn, ∂r, ∂z, ∂n] [4H, B]; without kept gates, its gates and hidden projection.
+    // One step at a time: measured faster here than chunks of steps, whose weight-gradient products are
+    // larger but whose gradient rows are further apart for the per-step ∂h product.
+    std::vector<float> grads(4 * H * B), scratch(gates.empty() ? 4 * H * B : 0), hidden(gates.empty() ? 3 * H * B : 0);
+    const Rows f{grads.data(), B, 0};
     const Rows above = grad_steps.empty() ? Rows{nullptr, 0, 0} : rows_of(grad_steps[block]);
     float* dh = carry[block].data_ptr<float>();
     float* bias = sum_bias[block].data_ptr<float>();
-    for (int64_t t0 = (T - 1) / S * S; t0 >= 0; t0 -= S) {
-      const int64_t steps = std::min(S, T - t0);
-      Rows g = gates.empty() ? Rows{scratch.data(), chunk, B} : rows_of(gates[block]).from(t0);
-      if (gates.empty()) {  // recompute the chunk's gates from the kept states (h_0 = 0 gives a zero projection)
-        project_inputs(w, x, t0, steps, B, g);
-        const Rows gh{hidden.data(), chunk, B};
-        gemm(false, false, 3 * H, steps * B, H, w.w_hh, H, st.at(0, t0), st.row, 0.0f, gh.data, gh.row);
-        for (int64_t s = 0; s < steps; ++s) gate_pass(w, g, gh, s, st, t0 + s, B, false);
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const Rows g = gates.empty() ? Rows{scratch.data(), B, 0} : rows_of(gates[block]).from(t);
+      if (gates.empty()) {  // recompute the step's gates from the kept states (h_0 = 0 gives a zero projection)
+        project_inputs(w, x, t, 1, B, g);
+        const Rows gh{hidden.data(), B, 0};
+        gemm(false, false, 3 * H, B, H, w.w_hh, H, st.at(0, t), st.row, 0.0f, gh.data, gh.row);
+        gate_pass(w, g, gh, 0, st, t, B, false);
       }
-      for (int64_t s = steps - 1; s >= 0; --s) {
-        const int64_t t = t0 + s;
-        const bool add = above.data != nullptr && t < T - 1;
-        for (int64_t k = 0; k < H; ++k) {
-          float* a = dh + k * B;
-          const float* up = add ? above.at(k, t) : nullptr;
-          const float *n = g.at(k, s), *r = g.at(H + k, s), *z = g.at(2 * H + k, s), *hn = g.at(3 * H + k, s);
-          const float* previous = st.at(k, t);
-          float *f_hn = f.at(k, s), *f_r = f.at(H + k, s), *f_z = f.at(2 * H + k, s), *f_n = f.at(3 * H + k, s);
-          float s_hn = 0.0f, s_r = 0.0f, s_z = 0.0f, s_n = 0.0f;
+      const bool add = above.data != nullptr && t < T - 1;
+      for (int64_t k = 0; k < H; ++k) {
+        float* a = dh + k * B;
+        const float* up = add ? above.at(k, t) : nullptr;
+        const float *n = g.at(k, 0), *r = g.at(H + k, 0), *z = g.at(2 * H + k, 0), *hn = g.at(3 * H + k, 0);
+        const float* previous = st.at(k, t);
+        float *f_hn = f.at(k, 0), *f_r = f.at(H + k, 0), *f_z = f.at(2 * H + k, 0), *f_n = f.at(3 * H + k, 0);
+        float s_hn = 0.0f, s_r = 0.0f, s_z = 0.0f, s_n = 0.0f;
 #pragma omp simd reduction(+ : s_hn, s_r, s_z, s_n)
-          for (int64_t b = 0; b < B; ++b) {
-            const float ab = add ? a[b] + up[b] : a[b], nb = n[b], rb = r[b], zb = z[b];
-            const float dn = ab * (1.0f - zb) * (1.0f - nb * nb);
-            const float dhn = dn * rb, dr = dn * hn[b] * rb * (1.0f - rb);
-            const float dz = ab * (previous[b] - nb) * zb * (1.0f - zb);
-            f_n[b] = dn;
-            f_hn[b] = dhn;
-            f_r[b] = dr;
-            f_z[b] = dz;
-            a[b] = ab * zb;  // the direct part of ∂L/∂h_{t-1}
-            s_hn += dhn;
-            s_r += dr;
-            s_z += dz;
-            s_n += dn;
-          }
-          bias[k] += s_hn;
-          bias[H + k] += s_r;
-          bias[2 * H + k] += s_z;
-          bias[3 * H + k] += s_n;
+        for (int64_t b = 0; b < B; ++b) {
+          const float ab = add ? a[b] + up[b] : a[b], nb = n[b], rb = r[b], zb = z[b];
+          const float dn = ab * (1.0f - zb) * (1.0f - nb * nb);
+          const float dhn = dn * rb, dr = dn * hn[b] * rb * (1.0f - rb);
+          const float dz = ab * (previous[b] - nb) * zb * (1.0f - zb);
+          f_n[b] = dn;
+          f_hn[b] = dhn;
+          f_r[b] = dr;
+          f_z[b] = dz;
+          a[b] = ab * zb;  // the direct part of ∂L/∂h_{t-1}
+          s_hn += dhn;
+          s_r += dr;
+          s_z += dz;
+          s_n += dn;
         }
-        if (t > 0) {  // ∂L/∂h_{t-1} += W_hhᵀ [∂hn, ∂r, ∂z] (W_hh rows n, r, z); h_0 needs no gradient
-          gemm(false, false, H, B, 3 * H, w.w_hh_nrz_t, 3 * H, f.at(0, s), f.row, 1.0f, dh, B);
-        }
+        bias[k] += s_hn;
+        bias[H + k] += s_r;
+        bias[2 * H + k] += s_z;
+        bias[3 * H + k] += s_n;
       }
-      // The chunk's share of the weight and input gradients: [∂hn, ∂r, ∂z] pair with h_{t-1} (W_hh rows
+      if (t > 0) {  // ∂L/∂h_{t-1} += W_hhᵀ [∂hn, ∂r, ∂z] (W_hh rows n, r, z); h_0 needs no gradient
+        gemm(false, false, H, B, 3 * H, w.w_hh_nrz_t, 3 * H, f.at(0, 0), f.row, 1.0f, dh, B);
+      }
+      // The step's share of the weight and input gradients: [∂hn, ∂r, ∂z] pair with h_{t-1} (W_hh rows
       // n, r, z), [∂r, ∂z, ∂n] with the inputs (weight_ih rows r, z, n).
-      const float* xt = x.data_ptr<float>() + t0 * x.stride(1);
-      gemm(false, true, 3 * H, w.F, steps * B, f.at(H, 0), f.row, xt, x_row, 1.0f, sum_ih[block].data_ptr<float>(), w.F);
-      gemm(false, true, 3 * H, H, steps * B, f.at(0, 0), f.row, st.at(0, t0), st.row, 1.0f,
-           sum_hh[block].data_ptr<float>(), H);
+      const float* xt = x.data_ptr<float>() + t * x.stride(1);
+      gemm(false, true, 3 * H, w.F, B, f.at(H, 0), f.row, xt, x_row, 1.0f, sum_ih[block].data_ptr<float>(), w.F);
+      gemm(false, true, 3 * H, H, B, f.at(0, 0), f.row, st.at(0, t), st.row, 1.0f, sum_hh[block].data_ptr<float>(), H);
       if (!grad_inputs.empty()) {
         const Rows gx = rows_of(grad_inputs[block]);
-        gemm(true, false, w.F, steps * B, 3 * H, w.w_ih, w.F, f.at(H, 0), f.row, 0.0f, gx.at(0, t0), gx.row);
+        gemm(true, false, w.F, B, 3 * H, w.w_ih, w.F, f.at(H, 0), f.row, 0.0f, gx.at(0, t), gx.row);
       }
     }
   });
