@@ -54,6 +54,23 @@ Day = int | str | pd.Timestamp | np.datetime64
 _NANOSECONDS_PER_DAY = 86_400 * 10**9
 
 
+def sparse_to_torch(matrix: sp.spmatrix | None, device=None):
+    """scipy sparse [N, C] → coalesced torch sparse COO float32 on ``device`` (default: CPU)."""
+    import torch  # only for callers that want tensors: the graph itself needs no torch
+
+    if matrix is None:
+        return None
+    if not (sp.issparse(matrix) and matrix.format == "csr" and matrix.has_canonical_format):
+        matrix = sp.csr_matrix(matrix)
+        matrix.sum_duplicates()
+    # canonical CSR: its links in row-major order, each once, which is what a coalesced COO tensor holds
+    rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
+    indices = torch.from_numpy(np.stack([rows, matrix.indices.astype(np.int64)]))
+    values = torch.from_numpy(matrix.data.astype(np.float32))
+    tensor = torch.sparse_coo_tensor(indices, values, matrix.shape, is_coalesced=True, check_invariants=False)
+    return tensor if device is None else tensor.to(device)
+
+
 def day_numbers(dates, open_value: int) -> np.ndarray:
     """Dates → int64 days since 1970-01-01; NaT → ``open_value``."""
     values = pd.DatetimeIndex(pd.to_datetime(dates)).normalize()
@@ -134,12 +151,7 @@ class ConceptGraph:
 
     def membership_tensor(self, day: Day, instruments: Sequence[str], device=None):
         """:meth:`membership` as a coalesced torch sparse COO float32 tensor [N, C] on ``device``."""
-        import torch
-
-        coo = self.membership(day, instruments).tocoo()
-        index = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
-        return torch.sparse_coo_tensor(index, torch.from_numpy(coo.data), coo.shape, device=device,
-                                       is_coalesced=True, check_invariants=False)
+        return sparse_to_torch(self.membership(day, instruments), device)
 
     def instrument_concepts(self, symbol: str) -> pd.DataFrame:
         """One instrument's links: label, name, source, kind, size, start, end (NaT = open)."""

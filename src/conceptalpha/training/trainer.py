@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from tqdm.auto import tqdm
 
+from conceptalpha.concepts.graph import sparse_to_torch
 from conceptalpha.errors import UserError
 from conceptalpha.features.daydata import DayData, DayDataset
 from conceptalpha.io import atomic_path, write_json
@@ -130,21 +131,6 @@ class DayLoader:
         if day.t not in self._membership_cache:
             self._membership_cache[day.t] = sparse_to_torch(self.membership(day), self.device)
         return self._membership_cache[day.t]
-
-
-def sparse_to_torch(matrix: sp.spmatrix | None, device: torch.device) -> torch.Tensor | None:
-    """scipy sparse [N, C] → coalesced torch sparse COO float32 on ``device``."""
-    if matrix is None:
-        return None
-    if not (sp.issparse(matrix) and matrix.format == "csr" and matrix.has_canonical_format):
-        matrix = sp.csr_matrix(matrix)
-        matrix.sum_duplicates()
-    # canonical CSR: its links in row-major order, each once, which is what a coalesced COO tensor holds
-    rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
-    indices = torch.from_numpy(np.stack([rows, matrix.indices.astype(np.int64)]))
-    values = torch.from_numpy(matrix.data.astype(np.float32))
-    tensor = torch.sparse_coo_tensor(indices, values, matrix.shape, is_coalesced=True, check_invariants=False)
-    return tensor.to(device)
 
 
 # --------------------------------------------------------------------- state
