@@ -172,3 +172,58 @@ def test_at_the_break_even_cost_rate_the_excess_return_with_costs_is_about_zero(
         assert abs(at_rate["excess_annual_return_cost"]) < 0.03 * figures["excess_annual_return_no_cost"], name
         assert at_rate["cost_rate_paid"] == pytest.approx(rate)
     assert free["topk_dropout_50_5"]["annual_turnover"] < free["top30_daily"]["annual_turnover"]
+
+
+# ---------------------------------------------------------------- the command on a real (tiny) run
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from conceptalpha.experiments.config import validate_config
+    from conceptalpha.experiments.orchestrate import run_experiment
+
+    raw = {
+        "name": "tiny_diag",
+        "data": {"provider": "synthetic", "synthetic": {"seed": 5, "n_stocks": 40, "n_years": 2}},
+        "concepts": {"min_members": 2},
+        "segments": {"train": ["2010-01-01", "2010-09-30"], "valid": ["2010-10-01", "2010-12-31"], "test": ["2011-01-01", "2011-04-30"]},
+        "models": [{"name": "HIST", "params": {"hidden_size": 8, "num_layers": 1}}, {"name": "LightGBM", "params": {"num_boost_round": 20}}],
+        "trainer": {"max_epochs": 1, "patience": 1, "lr": 0.001, "show_progress": False},
+        "backtest": {"topk": 10},
+        "seeds": [0, 1],
+    }
+    out = tmp_path_factory.mktemp("diag_run")
+    run_experiment(validate_config(raw), out_dir=out, progress=False)
+    return out
+
+
+def test_diagnose_command_on_a_finished_run(tiny_run, monkeypatch, capsys):
+    from cli_helpers import run
+
+    code, out, err = run(["diagnose", tiny_run], monkeypatch, capsys)
+    assert code == 0, err
+    diag = json.loads((tiny_run / "diagnostics.json").read_text())
+    models = {row["model"] for row in diag["ic"]}
+    assert models == {"HIST", "LightGBM", "HIST ensemble", "LightGBM ensemble"}
+    assert {row["period"] for row in diag["ic"]} == {"all", "2010", "2011"}
+    parts = diag["hist_parts"]["HIST"]["all"]
+    shares = sum(v for k, v in parts.items() if k.startswith(("var_share_", "cov_share_")))
+    assert shares == pytest.approx(1.0)
+    assert 0 < diag["attention"]["HIST"]["all"]["attention_entropy_norm"] <= 1
+    for model in ("HIST", "LightGBM ensemble"):
+        for strategy in dx.STRATEGIES:
+            figures = diag["strategies"][model][strategy]
+            assert figures["annual_turnover"]["mean"] > 0
+            expected = dx.break_even_cost(figures["excess_annual_return_no_cost"]["mean"], figures["annual_turnover"]["mean"] / 238, 238)
+            if model.endswith("ensemble"):  # one series: the break-even is exactly that of its own figures
+                assert figures["break_even_cost"]["mean"] == pytest.approx(expected)
+    page = (tiny_run / "diagnostics.md").read_text()
+    assert "HIST parts" in page and "topk_dropout_50_5" in page and "LightGBM ensemble" in page
+    assert "diagnostics.md" in out
+
+
+def test_diagnose_on_a_dir_without_predictions_is_one_line(tmp_path, monkeypatch, capsys):
+    from cli_helpers import run
+
+    code, _, err = run(["diagnose", tmp_path], monkeypatch, capsys)
+    assert code == 2 and "predictions.parquet not found" in err and "Traceback" not in err

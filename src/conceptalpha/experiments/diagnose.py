@@ -52,7 +52,7 @@ def diagnose_run(run_dir: str | Path, with_backtests: bool = True) -> dict:
 
         market = load_inputs(config).market
         out["label"] = config.features.label
-        out["backtest_settings"] = dict(config.backtest)
+        out["costs"] = _costs(config.backtest)
         out["strategies"] = dx.strategies_by_model(predictions, market, config.features.label, config.backtest)
     write_json(run_dir / "diagnostics.json", out)
     write_text(run_dir / "diagnostics.md", diagnostics_markdown(out))
@@ -63,6 +63,14 @@ def _read(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise UserError(f"{path} not found: expected a finished run directory (conceptalpha run ... --out DIR)")
     return pd.read_parquet(path)
+
+
+def _costs(settings: dict) -> dict[str, float]:
+    """The cost fields both strategies run with (the run's backtest section, else the defaults)."""
+    from conceptalpha.evaluation.backtest import BacktestConfig
+
+    defaults = BacktestConfig().model_dump()
+    return {key: settings.get(key, defaults[key]) for key in ("buy_cost", "sell_cost", "min_cost", "capital")}
 
 
 def _config(run_dir: Path):
@@ -88,7 +96,7 @@ def diagnostics_markdown(diag: dict) -> str:
             sections.append(f"## {title}: {model}\n\n" + _summary_table(summary, PART_ROWS if key == "hist_parts" else None))
     if "strategies" in diag:
         sections.append(
-            f"## Strategies (test, label {diag['label']}, costs {diag['backtest_settings'] or 'default'}; mean ± std over seeds)\n\n"
+            f"## Strategies (test, label {diag['label']}, costs {diag['costs']}; mean ± std over seeds)\n\n"
             + _strategy_table(diag["strategies"])
         )
     return "\n\n".join(sections) + "\n"
@@ -122,4 +130,4 @@ def _strategy_table(strategies: dict) -> str:
     }
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.names = ["model", "strategy"]
-    return table.to_markdown()
+    return table.reset_index().to_markdown(index=False)
