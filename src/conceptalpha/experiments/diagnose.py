@@ -33,6 +33,7 @@ STRATEGY_COLUMNS = (
     "excess_annual_return_cost", "information_ratio_cost", "max_drawdown_cost", "excess_max_drawdown_cost",
     "annual_turnover", "excess_annual_return_no_cost", "break_even_cost", "cost_rate_paid",
 )
+BP_COLUMNS = ("break_even_cost", "cost_rate_paid")
 
 
 def diagnose_run(run_dir: str | Path, with_backtests: bool = True) -> dict:
@@ -123,11 +124,21 @@ def _summary_table(summary: dict, rows: tuple[str, ...] | None) -> str:
 
 
 def _strategy_table(strategies: dict) -> str:
+    """Returns and drawdowns as fractions; the two cost rates in basis points (1 bp = 0.0001 of traded value)."""
     rows = {
-        (model, name): {key: _cell(figures[key]["mean"], figures[key]["std"]) for key in STRATEGY_COLUMNS}
+        (model, name): {_bp_name(key): _cell(*_scaled(key, figures[key])) for key in STRATEGY_COLUMNS}
         for model, by_strategy in strategies.items()
         for name, figures in by_strategy.items()
     }
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.names = ["model", "strategy"]
     return table.reset_index().to_markdown(index=False)
+
+
+def _bp_name(key: str) -> str:
+    return f"{key}_bp" if key in BP_COLUMNS else key
+
+
+def _scaled(key: str, figure: dict) -> tuple[float, float]:
+    scale = 1e4 if key in BP_COLUMNS else 1.0
+    return figure["mean"] * scale, figure["std"] * scale
