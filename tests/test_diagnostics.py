@@ -222,6 +222,21 @@ def test_diagnose_command_on_a_finished_run(tiny_run, monkeypatch, capsys):
     assert "diagnostics.md" in out
 
 
+def test_diagnose_without_backtests_needs_no_market(tiny_run, monkeypatch, capsys):
+    from cli_helpers import run
+
+    (tiny_run / "config.yaml").rename(tiny_run / "config.yaml.away")  # nothing to rebuild the market from
+    try:
+        code, _, err = run(["diagnose", tiny_run, "--no-backtest"], monkeypatch, capsys)
+        assert code == 0, err
+        diag = json.loads((tiny_run / "diagnostics.json").read_text())
+        assert "strategies" not in diag and "HIST" in diag["hist_parts"]
+        code, _, err = run(["diagnose", tiny_run], monkeypatch, capsys)
+        assert code == 2 and "config.yaml not found" in err
+    finally:
+        (tiny_run / "config.yaml.away").rename(tiny_run / "config.yaml")
+
+
 def test_diagnose_on_a_dir_without_predictions_is_one_line(tmp_path, monkeypatch, capsys):
     from cli_helpers import run
 
