@@ -6,6 +6,8 @@
 - :mod:`~conceptalpha.evaluation.backtest`: daily long-only top-k / TopkDropout
   backtest with costs, limit moves and suspensions.
 - :mod:`~conceptalpha.evaluation.report`: the self-contained HTML report.
+- :mod:`~conceptalpha.evaluation.diagnostics`: seed ensembles, IC by year, HIST's
+  part shares and attention entropy, both strategies with break-even costs.
 - :mod:`~conceptalpha.evaluation.export`: Qlib ``pred.pkl`` and alphalens factor.
 """
 

@@ -184,7 +184,8 @@ def explain_day(model, inputs: Inputs, day) -> pd.DataFrame:
     """One day's scores split into predefined / hidden / individual parts (they sum to score − bias).
 
     ``top_concepts`` lists the stock's most attended predefined concepts with their
-    attention weight; ``hidden_neighbours`` the stocks it shares a hidden concept with.
+    attention weight; ``attention_entropy(_norm)`` the entropy of that attention (see
+    ``HISTExplanation``); ``hidden_neighbours`` the stocks it shares a hidden concept with.
     """
     import torch
 
@@ -205,6 +206,8 @@ def explain_day(model, inputs: Inputs, day) -> pd.DataFrame:
             "part_hidden": frame["hidden"],
             "part_individual": frame["individual"],
             "bias": frame["bias"],
+            "attention_entropy": frame["attention_entropy"],
+            "attention_entropy_norm": frame["attention_entropy_norm"],
             "top_concept": [links[0][0] if links else None for links in frame["top_concepts"]],
             "top_concepts": [_pairs(links, "{:.3g}") for links in frame["top_concepts"]],
             "hidden_neighbours": [_pairs(links, "{:.2f}") for links in frame["hidden_neighbours"]],
