@@ -150,7 +150,7 @@ def build_neural_model(entry, dataset) -> Any:
     from conceptalpha.models.registry import build_model, get_model_spec
 
     market = {"d_market": dataset.d_market} if get_model_spec(entry.name).uses_market else {}
-    return build_model(entry.name, d_feat=dataset.d_feat, seq_len=dataset.seq_len, **market, **entry.params)
+    return build_model(entry.name, d_feat=dataset.d_feat, seq_len=dataset.seq_len, **{**entry.params, **market})
 
 
 def run_one(inputs: Inputs, dataset, segments: dict, config: ExperimentConfig, entry, seed: int, job_dir: Path, resume: bool) -> dict:
