@@ -141,6 +141,18 @@ def test_resume_with_a_different_config_is_a_user_error(tmp_path):
         fit(make_hist(), data, concept_membership, config(max_epochs=2, lr=1e-3), tmp_path, resume=True)
 
 
+def test_a_checkpoint_from_before_an_option_existed_resumes_at_its_default(tmp_path):
+    data = FakeDataset()
+    fit(make_hist(), data, concept_membership, config(max_epochs=1), tmp_path)
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    del checkpoint["config"]["drop_extreme_labels"]
+    torch.save(checkpoint, tmp_path / "checkpoint.pt")
+    result = fit(make_hist(), data, concept_membership, config(max_epochs=2), tmp_path, resume=True)
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    with pytest.raises(UserError, match="drop_extreme_labels"):
+        fit(make_hist(), data, concept_membership, config(max_epochs=3, drop_extreme_labels=0.1), tmp_path, resume=True)
+
+
 def test_resume_without_checkpoint_starts_fresh(tmp_path):
     result = fit(make_hist(), FakeDataset(), concept_membership, config(max_epochs=1), tmp_path / "new", resume=True)
     assert result.history[0]["epoch"] == 1 and (tmp_path / "new" / "checkpoint.pt").exists()
