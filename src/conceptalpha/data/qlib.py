@@ -277,8 +277,9 @@ def load_qlib(
       all NaN, unless ``vwap_proxy`` is set: then vwap := (high + low + close) / 3
       (the "typical price", a proxy, not a traded average price). A real vwap
       field always wins over the proxy.
-    - ``benchmark``: symbol whose ``close`` becomes ``Market.benchmark`` (None when
-      the data has no such folder); it is never a panel instrument.
+    - ``benchmark``: symbol whose ``close`` becomes ``Market.benchmark`` (and whose
+      ``volume``, if present, ``Market.benchmark_volume``); None when the data has
+      no such folder. It is never a panel instrument.
     """
     root = Path(provider)
     full_calendar = read_calendar(root / "calendars" / "day.txt")
@@ -307,16 +308,20 @@ def load_qlib(
         )
     panel = BarPanel(calendar, with_bars, {name: arrays[name] for name in names})
 
-    bench = None
+    bench, bench_volume = None, None
     if bench_symbol is not None and bench_symbol in folders:
         close = _read_field("close", [folders[bench_symbol]], len(full_calendar))[window, 0]
         bench = pd.Series(close, index=calendar.dates, name=bench_symbol)
+        if "volume" in _fields_present([folders[bench_symbol]]):
+            volume = _read_field("volume", [folders[bench_symbol]], len(full_calendar))[window, 0]
+            bench_volume = pd.Series(volume, index=calendar.dates, name=bench_symbol)
     return Market(
         panel=panel,
         universe=members_full.reindex(with_bars),
         universe_members=members,
         benchmark=bench,
         name=universe,
+        benchmark_volume=bench_volume,
     )
 
 
