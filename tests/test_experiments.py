@@ -54,7 +54,8 @@ def test_run_writes_the_documented_layout(finished_run):
         for key in ("cumulative_return", "annual_return", "information_ratio", "max_drawdown"):
             assert key in m["backtest"]
         assert m["train_seconds"] > 0
-    assert -1 <= metrics["oracle"]["test"]["IC"] <= 1
+    # the synthetic market's oracle is the ceiling; two epochs learn some of it (measured: 0.117 vs 0.054, 0.053)
+    assert metrics["oracle"]["test"]["IC"] > max(metrics["models"][m]["test"]["IC"]["mean"] for m in ("HIST", "GRU")) > 0.02
 
 
 def test_hist_explanations_add_up(finished_run):
@@ -165,7 +166,7 @@ def test_grid_on_local_ray_runs_two_jobs_and_skips_finished(tmp_path):
 
 
 def test_grid_reports_a_failed_job_and_continues(tmp_path, capsys):
-    raw = tiny(models=[{"name": "GRU", "params": {"hidden_size": 8, "num_layers": 1}}, {"name": "MLP", "params": {"hidden_size": 8}, "trainer": {"max_epochs": -1}}])
+    raw = tiny(models=[{"name": "GRU", "params": {"hidden_size": 8, "num_layers": 1}}, {"name": "MLP", "params": {"hidden_size": 0}}])  # refused when built
     cfg_path = tmp_path / "grid.yaml"
     cfg_path.write_text(json.dumps(raw))
     jobs = expand_jobs(validate_config(raw), tmp_path / "g")

@@ -278,9 +278,10 @@ def build_model(name: str, d_feat: int, seq_len: int | None, **overrides: Any) -
         params = spec.params_schema.model_validate(overrides)
     except ValidationError as err:
         first = err.errors()[0]
-        where = ".".join(map(str, first["loc"]))
+        where = ".".join(map(str, first["loc"])) or "(all)"
+        problem = "unknown name" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
         raise UserError(
-            f"model {name}: hyper-parameter {where + ' ' if where else ''}{first['input']!r}: {first['msg']}; "
+            f"hyper-parameter {where!r} = {first['input']!r} of model {name}: {problem}; "
             f"valid: {', '.join(sorted(spec.params_schema.model_fields))}"
         ) from None
     if spec.input == "sequence" and spec.kind == "neural" and seq_len is None:
