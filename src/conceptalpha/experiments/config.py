@@ -67,6 +67,15 @@ def _iso_date(value: Any) -> Any:
 DateStr = Annotated[str, BeforeValidator(_iso_date)]
 
 
+def _checked_by(check: Any, value: Any) -> Any:
+    """``value`` if ``check(value)`` passes; its ``UserError`` as the ValueError pydantic reports under the key."""
+    try:
+        check(value)
+    except UserError as err:
+        raise ValueError(str(err)) from None
+    return value
+
+
 def _set_fields(section: BaseModel) -> dict[str, Any]:
     """The keys a config section sets (its defaults left out), JSON-ready."""
     return section.model_dump(mode="json", exclude_unset=True)
@@ -131,14 +140,7 @@ class FeaturesSection(Strict):
     label: str = "t+1->t+2"
     label_norm: Literal["rank", "zscore"] = "rank"
 
-    @field_validator("label")
-    @classmethod
-    def _label_protocol(cls, value: str) -> str:
-        try:
-            lag_for_label(value)
-        except UserError as err:
-            raise ValueError(str(err)) from None
-        return value
+    _label_protocol = field_validator("label")(lambda value: _checked_by(lag_for_label, value))
 
 
 def _ordered(span: tuple[str, str]) -> tuple[str, str]:
@@ -166,14 +168,7 @@ class ModelEntry(Strict):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     features: Literal["alpha360", "alpha158"] | None = None
 
-    @field_validator("name")
-    @classmethod
-    def _registered(cls, value: str) -> str:
-        try:
-            get_model_spec(value)
-        except UserError as err:
-            raise ValueError(str(err)) from None
-        return value
+    _registered = field_validator("name")(lambda value: _checked_by(get_model_spec, value))
 
     @field_serializer("trainer")
     def _trainer_as_set(self, value: TrainerConfig) -> dict[str, Any]:
