@@ -102,6 +102,7 @@ def test_other_config_in_same_dir_is_refused(finished_run):
         run_experiment(cfg, out_dir=finished_run, progress=False)
 
 
+@pytest.mark.slow
 def test_same_seed_reproduces_predictions(finished_run, tmp_path):
     cfg = validate_config(yaml_load(finished_run / "config.yaml"))
     run_experiment(cfg, out_dir=tmp_path / "again", progress=False)
@@ -110,6 +111,7 @@ def test_same_seed_reproduces_predictions(finished_run, tmp_path):
     pd.testing.assert_frame_equal(a, b)
 
 
+@pytest.mark.slow
 def test_jobs_in_worker_processes_give_the_serial_predictions(finished_run, tmp_path):
     raw = yaml_load(finished_run / "config.yaml")
     cfg = validate_config({**raw, "workers": 2})
@@ -136,6 +138,7 @@ def test_predict_writes_ranked_list_with_explanations(finished_run, tmp_path):
         predict_date(finished_run, date, model="TRA")
 
 
+@pytest.mark.slow
 def test_rolling_windows_make_one_continuous_test_series(tmp_path):
     raw = tiny(
         segments={"train": ["2010-01-01", "2010-06-30"], "valid": ["2010-07-01", "2010-09-30"], "test": ["2010-10-01", "2011-03-31"]},
@@ -154,6 +157,7 @@ def test_rolling_windows_make_one_continuous_test_series(tmp_path):
     assert result.metrics["models"]["GRU"]["test"]["IC"]["mean"] == result.metrics["models"]["GRU"]["test"]["IC"]["mean"]
 
 
+@pytest.mark.slow
 def test_grid_on_local_ray_runs_two_jobs_and_skips_finished(tmp_path):
     pytest.importorskip("ray")
     cfg_path = tmp_path / "grid.yaml"
@@ -177,6 +181,7 @@ def test_grid_reports_a_failed_job_and_continues(tmp_path, capsys):
     assert (tmp_path / "g" / "jobs" / "MLP-seed0-csi300-w0" / "error.txt").exists()
 
 
+@pytest.mark.slow
 def test_cli_run_with_unknown_key_is_one_line_exit_2(tmp_path):
     cfg_path = tmp_path / "c.yaml"
     cfg_path.write_text(json.dumps(tiny()))
