@@ -206,6 +206,9 @@ def test_replays_refuse_days_before_the_series_start():
         ops.replay_cells({5: (np.array([-1]), np.array([0]), 5)}, series, ops.replay_std)
 
 
-def test_replays_of_no_days_are_empty():
+def test_replays_and_running_sums_of_no_days_or_no_lanes_are_empty():
     assert ops.replay_std(np.empty((0, 2)), [5, 5]).shape == (0, 2)
+    assert ops.replay_std(np.empty((4, 0)), np.empty(0, int)).shape == (4, 0)
     assert ops.replay_corr(np.empty((0, 2)), np.empty((0, 2)), [5, 5]).shape == (0, 2)
+    assert all(f.shape == (0, 2, 3) for f in ops.regression_lanes(np.empty((0, 3)), np.array([[5], [10]])))
+    assert ops.running_squares(np.empty((0, 3)), np.array([[5], [10]])).shape == (0, 2, 3)
