@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from conceptalpha.features import ops
-from conceptalpha.features.alpha import build_feature_table, feature_names
+from conceptalpha.features.alpha import build_feature_table, feature_names, feature_rows
 from feature_markets import make_market, perturb_after, random_bars
 
 T, I = 75, 1  # the hand-checked row: day 75 of instrument 1
@@ -183,3 +183,32 @@ def test_matches_pyqlib(tmp_path):
     from qlib_compare import compare_with_qlib
 
     compare_with_qlib(tmp_path, "alpha158")
+
+
+def test_a_nearly_constant_segment_end_packed_above_another_segment_is_not_replayed_in_the_gap():
+    """Regression: the gap rows after a packed segment hold windows of its last values; a nearly
+    constant tail made them 'fragile', so they were replayed from panel day −1 (an empty series:
+    ValueError in the Welford replay, seen in rolling Alpha158 windows on CSI300)."""
+    bars = random_bars(300, 2, seed=1)
+    for k in ("open", "high", "low", "close"):  # days 77..80 of instrument 0: std/mean ≈ 5e-6
+        bars[k][77:81, 0] = bars[k][76, 0] * 1.3 + np.array([0, 1e-3, 0, 1e-3], np.float32)
+    panel = make_market(bars).panel
+    t = np.r_[np.arange(62, 81), np.arange(250, 261)]  # short segments: both packed into one column
+    i = np.r_[np.zeros(19, int), np.ones(11, int)]
+    both = feature_rows(panel, "alpha158", t, i, start=62)
+    alone = [feature_rows(panel, "alpha158", t[i == k], i[i == k], start=62) for k in (0, 1)]
+    np.testing.assert_array_equal(both, np.vstack(alone))  # packing changes no value
+
+
+def test_replays_refuse_days_before_the_series_start():
+    series = lambda j, w, days: (np.ones((days, len(j))),)
+    with pytest.raises(ValueError, match="before the series' start"):
+        ops.replay_cells({5: (np.array([-1]), np.array([0]), 5)}, series, ops.replay_std)
+
+
+def test_replays_and_running_sums_of_no_days_or_no_lanes_are_empty():
+    assert ops.replay_std(np.empty((0, 2)), [5, 5]).shape == (0, 2)
+    assert ops.replay_std(np.empty((4, 0)), np.empty(0, int)).shape == (4, 0)
+    assert ops.replay_corr(np.empty((0, 2)), np.empty((0, 2)), [5, 5]).shape == (0, 2)
+    assert all(f.shape == (0, 2, 3) for f in ops.regression_lanes(np.empty((0, 3)), np.array([[5], [10]])))
+    assert ops.running_squares(np.empty((0, 3)), np.array([[5], [10]])).shape == (0, 2, 3)

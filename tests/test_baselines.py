@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import typing
+
 import pytest
 import torch
+from pydantic import ValidationError
 from zoo_fakes import one_torch_thread  # noqa: F401 (autouse fixture)
 
 from conceptalpha.errors import UserError
@@ -29,10 +32,19 @@ def x() -> torch.Tensor:
     return torch.randn(N, T, F, generator=torch.Generator().manual_seed(1))
 
 
-def test_zoo_lists_every_model_of_the_issue():
-    assert set(MODELS) >= {"MLP", "GRU", "LSTM", "ALSTM", "GATs", "Transformer", "SFM", "TRA", "LightGBM", "HIST"}
-    for spec in MODELS.values():
-        assert spec.paper and spec.summary and spec.input in ("sequence", "flat")
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_models_params_schema_takes_its_defaults_and_refuses_a_misspelt_name(name):
+    spec = MODELS[name]
+    schema = spec.params_schema
+    assert schema.model_validate(spec.defaults).model_dump() == spec.defaults
+    first = next(iter(spec.defaults))
+    with pytest.raises(ValidationError):
+        schema.model_validate({first + "x": spec.defaults[first]})
+    if spec.model_class is not None:  # every registered default is a constructor argument of that type
+        hints = typing.get_type_hints(spec.model_class.__init__)
+        assert set(spec.defaults) <= set(hints)
+        with pytest.raises(ValidationError):
+            schema.model_validate({key: object() for key in spec.defaults})
 
 
 @pytest.mark.parametrize("name", BASELINES)
@@ -157,7 +169,7 @@ def test_sequence_model_on_flat_features_is_a_user_error():
     ("name", "params", "message"),
     [
         ("Transformer", {"hidden_size": 10, "num_heads": 3}, "divisible"),
-        ("GATs", {"base_model": "RNN"}, "rnn_type"),
+        ("GATs", {"base_model": "RNN"}, "'base_model' = 'RNN' of model GATs: Input should be 'GRU' or 'LSTM'"),
         ("TRA", {"num_states": 0}, "num_states"),
         ("MLP", {"num_layers": 0}, "num_layers"),
         ("GRU", {"dropout": 1.5}, "dropout"),
@@ -170,9 +182,15 @@ def test_invalid_hyper_parameter_values_are_user_errors(name, params, message):
         build_model(name, d_feat=F, seq_len=T, **params)
 
 
-def test_defaults_build_every_neural_model():
-    for name in BASELINES:
-        assert isinstance(build_model(name, d_feat=6, seq_len=60), torch.nn.Module)
+@pytest.mark.parametrize("name", BASELINES)
+def test_a_model_built_without_overrides_has_the_registered_defaults(name):
+    def shapes(model):
+        return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+    spec = MODELS[name]
+    default = shapes(build_model(name, d_feat=6, seq_len=60))
+    assert default == shapes(build_model(name, d_feat=6, seq_len=60, **spec.defaults))
+    assert default != shapes(build_model(name, d_feat=6, seq_len=60, hidden_size=spec.defaults["hidden_size"] // 2))
 
 
 def test_hist_is_registered_with_concepts_and_builds_with_its_options():

@@ -158,8 +158,15 @@ def test_bad_configs_are_user_errors():
 
 
 def test_default_market_caps_come_from_the_data_layer():
-    ds = build_dataset(_market(), DatasetConfig(segments=SEGMENTS))
-    assert np.isfinite(ds.day(ds.days("test")[0]).market_cap).all()
+    from conceptalpha.data.market_cap import market_cap
+
+    market = _market()
+    ds = build_dataset(market, DatasetConfig(segments=SEGMENTS))
+    caps = market_cap(market.panel, market.shares).values
+    for t in (ds.days("train")[0], ds.days("test")[-1]):
+        day = ds.day(t)
+        columns = [market.panel.instruments.tolist().index(name) for name in day.instruments]
+        np.testing.assert_allclose(day.market_cap, caps[t, columns], rtol=1e-6)
 
 
 def test_alpha158_window_stacks_each_stocks_last_days_oldest_first():

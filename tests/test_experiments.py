@@ -54,7 +54,8 @@ def test_run_writes_the_documented_layout(finished_run):
         for key in ("cumulative_return", "annual_return", "information_ratio", "max_drawdown"):
             assert key in m["backtest"]
         assert m["train_seconds"] > 0
-    assert -1 <= metrics["oracle"]["test"]["IC"] <= 1
+    # the synthetic market's oracle is the ceiling; two epochs learn some of it (measured: 0.117 vs 0.054, 0.053)
+    assert metrics["oracle"]["test"]["IC"] > max(metrics["models"][m]["test"]["IC"]["mean"] for m in ("HIST", "GRU")) > 0.02
 
 
 def test_hist_explanations_add_up(finished_run):
@@ -101,6 +102,7 @@ def test_other_config_in_same_dir_is_refused(finished_run):
         run_experiment(cfg, out_dir=finished_run, progress=False)
 
 
+@pytest.mark.slow
 def test_same_seed_reproduces_predictions(finished_run, tmp_path):
     cfg = validate_config(yaml_load(finished_run / "config.yaml"))
     run_experiment(cfg, out_dir=tmp_path / "again", progress=False)
@@ -109,6 +111,7 @@ def test_same_seed_reproduces_predictions(finished_run, tmp_path):
     pd.testing.assert_frame_equal(a, b)
 
 
+@pytest.mark.slow
 def test_jobs_in_worker_processes_give_the_serial_predictions(finished_run, tmp_path):
     raw = yaml_load(finished_run / "config.yaml")
     cfg = validate_config({**raw, "workers": 2})
@@ -135,6 +138,7 @@ def test_predict_writes_ranked_list_with_explanations(finished_run, tmp_path):
         predict_date(finished_run, date, model="TRA")
 
 
+@pytest.mark.slow
 def test_rolling_windows_make_one_continuous_test_series(tmp_path):
     raw = tiny(
         segments={"train": ["2010-01-01", "2010-06-30"], "valid": ["2010-07-01", "2010-09-30"], "test": ["2010-10-01", "2011-03-31"]},
@@ -153,6 +157,7 @@ def test_rolling_windows_make_one_continuous_test_series(tmp_path):
     assert result.metrics["models"]["GRU"]["test"]["IC"]["mean"] == result.metrics["models"]["GRU"]["test"]["IC"]["mean"]
 
 
+@pytest.mark.slow
 def test_grid_on_local_ray_runs_two_jobs_and_skips_finished(tmp_path):
     pytest.importorskip("ray")
     cfg_path = tmp_path / "grid.yaml"
@@ -165,7 +170,7 @@ def test_grid_on_local_ray_runs_two_jobs_and_skips_finished(tmp_path):
 
 
 def test_grid_reports_a_failed_job_and_continues(tmp_path, capsys):
-    raw = tiny(models=[{"name": "GRU", "params": {"hidden_size": 8, "num_layers": 1}}, {"name": "MLP", "params": {"hidden_size": 8}, "trainer": {"max_epochs": -1}}])
+    raw = tiny(models=[{"name": "GRU", "params": {"hidden_size": 8, "num_layers": 1}}, {"name": "MLP", "params": {"hidden_size": 0}}])  # refused when built
     cfg_path = tmp_path / "grid.yaml"
     cfg_path.write_text(json.dumps(raw))
     jobs = expand_jobs(validate_config(raw), tmp_path / "g")
@@ -176,6 +181,7 @@ def test_grid_reports_a_failed_job_and_continues(tmp_path, capsys):
     assert (tmp_path / "g" / "jobs" / "MLP-seed0-csi300-w0" / "error.txt").exists()
 
 
+@pytest.mark.slow
 def test_cli_run_with_unknown_key_is_one_line_exit_2(tmp_path):
     cfg_path = tmp_path / "c.yaml"
     cfg_path.write_text(json.dumps(tiny()))

@@ -33,6 +33,7 @@ def fitted() -> LightGBMModel:
     return LightGBMModel(**FAST).fit(x, y, xv, yv, seed=0)
 
 
+@pytest.mark.slow
 def test_learns_a_planted_signal(fitted):
     x, y = planted(500, 2)
     assert np.corrcoef(fitted.predict(x), y)[0, 1] > 0.8

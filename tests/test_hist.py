@@ -223,8 +223,15 @@ def test_member_attention_pools_only_over_own_concepts():
     assert ex.top_concepts[3].tolist() == [-1, -1, -1]
 
 
-def test_concept_attention_default_is_the_spec():
-    assert HIST().concept_attention == "all"
+def test_by_default_each_stock_attends_to_every_concept_not_only_its_own():
+    """The spec's default (concept_attention="all"): stock 1, a member of concept 1 only, still
+    draws on concepts 0 and 2; stock 3, in no concept, on all three."""
+    torch.manual_seed(0)
+    membership = sp.csr_matrix(np.array([[1, 1, 0], [0, 1, 0], [0, 0, 1], [0, 0, 0]], dtype=np.float32))
+    model = HIST(d_feat=2, hidden_size=4, num_layers=1, correction=False)
+    ex = model.explain(torch.randn(4, 5, 2), membership, torch.ones(4), top=3)
+    assert sorted(ex.top_concepts[1].tolist()) == [0, 1, 2]
+    assert sorted(ex.top_concepts[3].tolist()) == [0, 1, 2]
     with pytest.raises(UserError, match="concept_attention"):
         HIST(concept_attention="some")
 

@@ -74,10 +74,66 @@ def test_build_failure_falls_back_to_pytorch_steps_and_says_why(monkeypatch, cap
     torch.testing.assert_close(gru_last_state(rnn, x), rnn(x)[0][:, -1], rtol=1e-5, atol=1e-6)
 
 
+def _counting_broken_build(monkeypatch, tmp_path) -> list:
+    from torch.utils import cpp_extension
+
+    calls = []
+
+    def broken_build(**kwargs):
+        calls.append(kwargs["build_directory"])
+        raise RuntimeError("Error building extension 'conceptalpha_gru': g++ not found")
+
+    monkeypatch.setattr(cpp_extension, "load", broken_build)
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setenv("CONCEPTALPHA_NATIVE_DIR", str(tmp_path))
+    monkeypatch.delenv("CONCEPTALPHA_NATIVE_REBUILD", raising=False)
+    return calls
+
+
+def test_a_failed_build_is_remembered_and_not_retried_by_the_next_process(monkeypatch, tmp_path):
+    calls = _counting_broken_build(monkeypatch, tmp_path)
+    assert native.gru_steps() is None
+    marker = tmp_path / native._build_key() / native.FAILURE_MARKER
+    assert "g++ not found" in marker.read_text().splitlines()[0]
+    monkeypatch.setattr(native, "_state", {})  # a new process (e.g. the next worker)
+    state, why = native.status()
+    assert (state, len(calls)) == ("fallback", 1)
+    assert "g++ not found" in why and "CONCEPTALPHA_NATIVE_REBUILD=1" in why and str(marker) in why
+
+
+def test_a_remembered_failure_is_retried_when_asked(monkeypatch, tmp_path):
+    calls = _counting_broken_build(monkeypatch, tmp_path)
+    native.gru_steps()
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setenv("CONCEPTALPHA_NATIVE_REBUILD", "1")
+    native.gru_steps()
+    assert len(calls) == 2
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.delenv("CONCEPTALPHA_NATIVE_REBUILD")
+    (tmp_path / native._build_key() / native.FAILURE_MARKER).unlink()  # the documented other way
+    native.gru_steps()
+    assert len(calls) == 3
+
+
+def test_a_failure_with_other_flags_does_not_stop_this_build(monkeypatch, tmp_path):
+    calls = _counting_broken_build(monkeypatch, tmp_path)
+    native.gru_steps()
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setattr(native, "CFLAGS", [*native.CFLAGS, "-DOTHER"])
+    native.gru_steps()
+    assert len(calls) == 2 and calls[0] != calls[1]
+
+
+@needs_kernels
+def test_status_names_the_built_library():
+    assert native.status() == ("built", str(native.build_directory()))
+
+
 def test_switched_off_by_environment(monkeypatch):
     monkeypatch.setattr(native, "_state", {})
     monkeypatch.setenv("CONCEPTALPHA_NATIVE", "0")
     assert native.gru_steps() is None
+    assert native.status()[0] == "off"
 
 
 def test_cache_key_follows_the_source_and_the_flags(monkeypatch):

@@ -12,7 +12,7 @@ import sys
 import typer
 
 from conceptalpha.errors import UserError
-from conceptalpha.experiments import cli_concepts, cli_data, cli_features, cli_report, cli_run
+from conceptalpha.experiments import cli_concepts, cli_data, cli_doctor, cli_features, cli_report, cli_run
 
 app = typer.Typer(
     name="conceptalpha",
@@ -26,6 +26,7 @@ app.add_typer(cli_features.app, name="features", help="Build Alpha360 / Alpha158
 app.add_typer(cli_concepts.app, name="concepts", help="Build and inspect the stock→concept graph.")
 cli_report.register(app)
 cli_run.register(app)
+cli_doctor.register(app)
 
 _DEBUG = {"on": False}
 

@@ -8,6 +8,19 @@ from typing import Optional
 import typer
 
 
+CHECK_HELP = "Only validate the config (with --set) and print it resolved, every default filled in; run nothing."
+
+
+def print_resolved(path: Path, config) -> None:
+    """The resolved config as YAML (itself a valid config of the same run), for ``--check``."""
+    import yaml
+
+    from conceptalpha.experiments.config import resolved_config
+
+    typer.echo(f"# {path}: valid. Every default filled in; models[].params/trainer are what each model uses.")
+    typer.echo(yaml.safe_dump(resolved_config(config), sort_keys=False, allow_unicode=True), nl=False)
+
+
 def register(app: typer.Typer) -> None:
     """Add the experiment commands to the main app."""
     app.command("run")(run)
@@ -22,12 +35,15 @@ def run(
     set_: list[str] = typer.Option([], "--set", help="Override: key.path=value (repeatable); models=HIST,GRU."),
     resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its checkpoints."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    check: bool = typer.Option(False, "--check", help=CHECK_HELP),
 ) -> None:
     """Run the whole pipeline of one config: data, concepts, models × seeds, evaluation, report."""
     from conceptalpha.experiments.config import load_config
     from conceptalpha.experiments.orchestrate import run_experiment, print_summary
 
     cfg = load_config(config, list(set_))
+    if check:
+        return print_resolved(config, cfg)
     result = run_experiment(cfg, out_dir=out, resume=resume, progress=not quiet)
     print_summary(result)
 
@@ -57,9 +73,14 @@ def grid(
     executor: str = typer.Option("ray", "--executor", help="ray (local or --ray-address) or local (no Ray)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (default: local)."),
     max_parallel: int = typer.Option(2, "--max-parallel", min=1, help="Jobs at once on local Ray."),
+    check: bool = typer.Option(False, "--check", help=CHECK_HELP),
 ) -> None:
     """Expand models × seeds × universes × windows into jobs, run them, aggregate one table."""
+    from conceptalpha.experiments.config import load_config
     from conceptalpha.experiments.grid import run_grid
+
+    if check:
+        return print_resolved(config, load_config(config, list(set_)))
 
     run_grid(config, overrides=list(set_), out_dir=out, executor=executor, ray_address=ray_address, max_parallel=max_parallel)
 

@@ -3,25 +3,82 @@
 A config names the data, concepts, features/label, segments, models, seeds,
 trainer, backtest and output. ``--set key.path=value`` overrides are applied to
 the raw mapping before validation, so an override is checked exactly like a
-value in the file. Unknown keys are errors that name the nearest valid key.
+value in the file. Everything is typed: ``trainer`` is a
+:class:`~conceptalpha.training.trainer.TrainerConfig`, ``backtest`` a
+:class:`~conceptalpha.evaluation.backtest.BacktestConfig` and each model's
+``params`` its registry schema, so a mistake anywhere fails at load, before any
+data is read, in one line naming the key path, the value and what was expected
+(the nearest valid key for an unknown one). docs/config.md is the reference.
+
+``trainer`` and ``backtest`` keep only the keys the config sets (that is what
+they dump to): a model's training settings are its registry's
+``trainer_defaults``, then the top-level ``trainer``, then its own ``trainer``
+(:meth:`ExperimentConfig.trainer_for`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
+import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from conceptalpha.errors import UserError
+from conceptalpha.evaluation.backtest import BacktestConfig, lag_for_label
+from conceptalpha.models.registry import get_model_spec
+from conceptalpha.training.trainer import TrainerConfig
 
 SYNTHETIC = "synthetic"
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _iso_date(value: Any) -> Any:
+    """A YAML date (``2010-01-01`` unquoted) or an ISO date string → ``"YYYY-MM-DD"``."""
+    if isinstance(value, dt.datetime):
+        value = value.date()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value.strip()).isoformat()
+        except ValueError as err:
+            raise ValueError(f"not a date YYYY-MM-DD ({err})") from None
+    return value
+
+
+#: A calendar date, kept as its ISO string.
+DateStr = Annotated[str, BeforeValidator(_iso_date)]
+
+
+def _checked_by(check: Any, value: Any) -> Any:
+    """``value`` if ``check(value)`` passes; its ``UserError`` as the ValueError pydantic reports under the key."""
+    try:
+        check(value)
+    except UserError as err:
+        raise ValueError(str(err)) from None
+    return value
+
+
+def _set_fields(section: BaseModel) -> dict[str, Any]:
+    """The keys a config section sets (its defaults left out), JSON-ready."""
+    return section.model_dump(mode="json", exclude_unset=True)
 
 
 class SyntheticData(Strict):
@@ -44,8 +101,8 @@ class DerivedUniverse(Strict):
 class DataSection(Strict):
     provider: str = SYNTHETIC
     universe: str = "csi300"
-    start: str | None = None
-    end: str | None = None
+    start: DateStr | None = None
+    end: DateStr | None = None
     shares: list[str] = Field(default_factory=list, description="Share-count tables for market caps.")
     synthetic: SyntheticData = Field(default_factory=SyntheticData)
     derived_universe: DerivedUniverse | None = None
@@ -85,18 +142,43 @@ class FeaturesSection(Strict):
     window: int | None = Field(None, ge=1, description="Alpha158 only: each row stacks the stock's last `window` days of Alpha158 rows.")
     market_context: bool = Field(False, description="Add the day's market vector (index and cross-section state).")
 
+    _label_protocol = field_validator("label")(lambda value: _checked_by(lag_for_label, value))
+
+
+def _ordered(span: tuple[str, str]) -> tuple[str, str]:
+    if span[0] > span[1]:
+        raise ValueError(f"starts {span[0]}, after it ends {span[1]}")
+    return span
+
+
+#: Inclusive [first, last] dates.
+DateRange = Annotated[tuple[DateStr, DateStr], AfterValidator(_ordered)]
+
 
 class Segments(Strict):
-    train: tuple[str, str]
-    valid: tuple[str, str]
-    test: tuple[str, str]
+    train: DateRange
+    valid: DateRange
+    test: DateRange
 
 
 class ModelEntry(Strict):
+    """One model of the run. ``params`` holds only the hyper-parameters set here (checked against the
+    model's registry schema at load); ``trainer`` overrides the top-level trainer for this model."""
+
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
-    trainer: dict[str, Any] = Field(default_factory=dict)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     features: Literal["alpha360", "alpha158"] | None = None
+
+    _registered = field_validator("name")(lambda value: _checked_by(get_model_spec, value))
+
+    @field_serializer("trainer")
+    def _trainer_as_set(self, value: TrainerConfig) -> dict[str, Any]:
+        return _set_fields(value)
+
+    def resolved_params(self) -> dict[str, Any]:
+        """Every hyper-parameter the model is built with: registry defaults updated with ``params``."""
+        return get_model_spec(self.name).params_schema.model_validate(self.params).model_dump(mode="json")
 
 
 class RollingSection(Strict):
@@ -129,8 +211,10 @@ class ExperimentConfig(Strict):
     segments: Segments
     models: list[ModelEntry]
     seeds: list[int] = Field(default_factory=lambda: [0])
-    trainer: dict[str, Any] = Field(default_factory=dict, description="TrainerConfig fields for every neural model.")
-    backtest: dict[str, Any] = Field(default_factory=dict, description="BacktestConfig fields.")
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig, description="Training settings for every neural model.")
+    backtest: BacktestConfig = Field(
+        default_factory=BacktestConfig, description="Backtest settings; ``lag`` follows the label unless set."
+    )
     rolling: RollingSection = Field(default_factory=RollingSection)
     grid: GridSection = Field(default_factory=GridSection)
     threads: int = Field(
@@ -151,24 +235,59 @@ class ExperimentConfig(Strict):
             return [{"name": v} if isinstance(v, str) else v for v in value]
         return value
 
-    @model_validator(mode="after")
-    def _check_models(self) -> "ExperimentConfig":
-        from conceptalpha.models.registry import get_model_spec
+    @field_validator("models", "seeds")
+    @classmethod
+    def _not_empty(cls, value: list) -> list:
+        if not value:
+            raise ValueError("at least one is required")
+        return value
 
-        for entry in self.models:
-            get_model_spec(entry.name)
-        if not self.models:
-            raise ValueError("models: at least one model is required")
-        if not self.seeds:
-            raise ValueError("seeds: at least one seed is required")
+    @model_validator(mode="after")
+    def _check_params(self) -> "ExperimentConfig":
+        """Each model's ``params`` against its registry schema, kept as the values it coerced to.
+
+        Raised as a :class:`UserError` (already one explained line): pydantic would
+        otherwise report the dynamic schema's error under the whole entry.
+        """
+        for k, entry in enumerate(self.models):
+            schema = get_model_spec(entry.name).params_schema
+            try:
+                entry.params = _set_fields(schema.model_validate(entry.params))
+            except ValidationError as err:
+                raise UserError(_explain(err, schema, prefix=["models", str(k), "params"])) from None
         return self
+
+    @field_serializer("trainer", "backtest")
+    def _section_as_set(self, value: BaseModel) -> dict[str, Any]:
+        return _set_fields(value)
 
     @property
     def is_synthetic(self) -> bool:
         return self.data.provider == SYNTHETIC
 
+    def trainer_for(self, entry: ModelEntry, seed: int) -> TrainerConfig:
+        """The training settings of one model and seed: registry defaults < ``trainer`` < the entry's ``trainer``."""
+        spec = get_model_spec(entry.name)
+        return TrainerConfig(**{**spec.trainer_defaults, **_set_fields(self.trainer), **_set_fields(entry.trainer), "seed": seed})
+
+    def backtest_settings(self) -> BacktestConfig:
+        """The backtest settings, ``lag`` following the label protocol unless the config sets it."""
+        return BacktestConfig(**{"lag": lag_for_label(self.features.label), **_set_fields(self.backtest)})
+
 
 # ---------------------------------------------------------------- loading
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that leaves dates as written: the config checks them itself, so a bad
+    month is reported against its key rather than as a YAML crash."""
+
+
+_YamlLoader.add_constructor("tag:yaml.org,2002:timestamp", _YamlLoader.construct_yaml_str)
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_YamlLoader)  # a SafeLoader: builds plain data only
 
 
 def load_config(path: str | Path | None, overrides: list[str] = (), base: dict | None = None) -> ExperimentConfig:
@@ -185,7 +304,7 @@ def _read_yaml(path: Path) -> dict:
     if not path.exists():
         raise UserError(f"config file {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = _yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML ({err.__class__.__name__}: {str(err).splitlines()[0]})") from None
     if not isinstance(raw, dict):
@@ -202,7 +321,7 @@ def apply_override(raw: dict, item: str) -> None:
     if not sep or not key.strip():
         raise UserError(f"--set {item!r}: expected key.path=value")
     path = key.strip().split(".")
-    value = yaml.safe_load(text) if text.strip() else None
+    value = _yaml(text) if text.strip() else None
     if path == ["models"] and isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()]
     node = raw
@@ -220,25 +339,38 @@ def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as err:
-        raise UserError(f"{source}: {_explain(err)}") from None
+        raise UserError(f"{source}: {_explain(err, ExperimentConfig)}") from None
+    except UserError as err:  # a model's params, explained where they were checked
+        raise UserError(f"{source}: {err}") from None
 
 
-def _explain(err: ValidationError) -> str:
+def _explain(err: ValidationError, root: type[BaseModel], prefix: list[str] = ()) -> str:
+    """The first problem in one line: key path, the value given, what was expected."""
     first = err.errors()[0]
     loc = [str(p) for p in first["loc"]]
-    where = ".".join(loc) or "(top level)"
+    where = ".".join([*prefix, *loc]) or "(top level)"
     if first["type"] == "extra_forbidden":
-        valid = _valid_keys(loc[:-1])
+        valid = _valid_keys(root, loc[:-1])
         near = difflib.get_close_matches(loc[-1], valid, n=1)
-        hint = f"; did you mean {'.'.join(loc[:-1] + [near[0]])!r}?" if near else f"; valid keys: {', '.join(valid)}"
-        return f"unknown key {where!r}{hint}"
+        path = [*prefix, *loc[:-1]]
+        hint = f"did you mean {'.'.join(path + [near[0]])!r}?" if near else f"valid keys: {', '.join(valid)}"
+        return f"unknown key {where!r} (= {_shown(first['input'])}); {hint}"
     more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
-    return f"{where}: {first['msg']}{more}"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "missing":
+        return f"{where}: missing; this key is required{more}"
+    return f"{where} = {_shown(first['input'])}: {message}{more}"
 
 
-def _valid_keys(loc: list[str]) -> list[str]:
-    """Field names of the model at a location path (list indices skipped)."""
-    model: type[BaseModel] = ExperimentConfig
+def _shown(value: Any) -> str:
+    """A value as the user wrote it, cut to one short line."""
+    text = repr(value) if not isinstance(value, dict) else yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _valid_keys(root: type[BaseModel], loc: list[str]) -> list[str]:
+    """Field names of the model at a location path below ``root`` (list indices skipped)."""
+    model = root
     for part in loc:
         if part.isdigit():
             continue
@@ -251,8 +383,6 @@ def _valid_keys(loc: list[str]) -> list[str]:
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:
-    import typing
-
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     for arg in typing.get_args(annotation):
@@ -264,3 +394,19 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
 
 def dump_config(config: ExperimentConfig) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def resolved_config(config: ExperimentConfig) -> dict[str, Any]:
+    """The config with every default filled in: what ``--check`` prints.
+
+    Each model shows every hyper-parameter and, for a neural model, every
+    training setting it will use (``seed`` follows ``seeds``); the backtest
+    shows its lag. Itself a valid config describing the same run.
+    """
+    out = config.model_dump(mode="json")
+    for entry, shown in zip(config.models, out["models"]):
+        shown["params"] = entry.resolved_params()
+        if get_model_spec(entry.name).kind == "neural":
+            shown["trainer"] = config.trainer_for(entry, config.seeds[0]).model_dump(mode="json", exclude={"seed"})
+    out["backtest"] = config.backtest_settings().model_dump(mode="json")
+    return out

@@ -192,7 +192,8 @@ def _run_or_reuse(inputs: Inputs, dataset, segments: dict, config, entry, seed, 
         expl = job / "explanations.parquet"
         return pd.read_parquet(done), (pd.read_parquet(expl) if expl.exists() else None), meta["train_seconds"]
     log.info("train %s seed %d in %s", entry.name, seed, job)
-    entry = entry.model_copy(update={"trainer": {"show_progress": progress, **entry.trainer}}) if _is_neural(entry.name) else entry
+    if not progress:
+        entry = entry.model_copy(update={"trainer": entry.trainer.model_copy(update={"show_progress": False})})
     out = run_one(inputs, dataset, segments, config, entry, seed, job, resume=True)
     if out["explanations"] is not None:
         _write_parquet(job / "explanations.parquet", out["explanations"])
@@ -275,14 +276,9 @@ def evaluate_run(predictions: pd.DataFrame, inputs: Inputs, config: ExperimentCo
 
 
 def _backtest(test: pd.DataFrame, inputs: Inputs, config: ExperimentConfig) -> tuple[pd.DataFrame, dict, dict]:
-    from conceptalpha.evaluation.backtest import BacktestConfig, backtest, lag_for_label
+    from conceptalpha.evaluation.backtest import backtest
 
-    settings = {"lag": lag_for_label(config.features.label), **config.backtest}
-    try:
-        bt_cfg = BacktestConfig(**settings)
-    except Exception as err:
-        raise UserError(f"backtest settings: {err}") from None
-    result = backtest(test[["datetime", "instrument", "score"]], inputs.market, bt_cfg)
+    result = backtest(test[["datetime", "instrument", "score"]], inputs.market, config.backtest_settings())
     return result.daily.reset_index(), _with_annual(result.summary(with_cost=True)), _with_annual(result.summary(with_cost=False))
 
 

@@ -30,7 +30,6 @@ import pandas as pd
 from conceptalpha.concepts.graph import ConceptGraph, build_concept_graph
 from conceptalpha.concepts.sources import read_source, unique_source_names
 from conceptalpha.data.panel import Market
-from conceptalpha.errors import UserError
 from conceptalpha.experiments.config import ExperimentConfig
 from conceptalpha.features.dataset import DatasetConfig, build_dataset
 
@@ -135,23 +134,12 @@ def cache_dir(config: ExperimentConfig) -> Path:
 # ---------------------------------------------------------------- models
 
 
-def trainer_config(config: ExperimentConfig, entry, seed: int, spec) -> Any:
-    from conceptalpha.training.trainer import TrainerConfig
-
-    fields = {**spec.trainer_defaults, **config.trainer, **entry.trainer, "seed": seed}
-    try:
-        return TrainerConfig(**fields)
-    except Exception as err:  # pydantic ValidationError → one line naming the field
-        raise UserError(f"trainer settings for {entry.name}: {err.errors()[0]['loc'][0]}: {err.errors()[0]['msg']}") from None
-
-
 def build_neural_model(entry, dataset) -> Any:
     """A neural model for the dataset's features (and its market vector, for a model that reads one), seeded by the caller."""
     from conceptalpha.models.registry import build_model, get_model_spec
 
     market = {"d_market": dataset.d_market} if get_model_spec(entry.name).uses_market else {}
     return build_model(entry.name, d_feat=dataset.d_feat, seq_len=dataset.seq_len, **{**entry.params, **market})
-
 
 def run_one(inputs: Inputs, dataset, segments: dict, config: ExperimentConfig, entry, seed: int, job_dir: Path, resume: bool) -> dict:
     """Train one model with one seed; returns predictions (valid+test), explanations, timing."""
@@ -172,7 +160,7 @@ def run_one(inputs: Inputs, dataset, segments: dict, config: ExperimentConfig, e
 
         set_seed(seed)  # weights are drawn at construction: seed first, or runs differ
         model = build_neural_model(entry, dataset)
-        tcfg = trainer_config(config, entry, seed, spec)
+        tcfg = config.trainer_for(entry, seed)
         membership = inputs.membership if spec.uses_concepts else None
         fit(model, dataset, membership, tcfg, job_dir, resume=resume)
         preds = pd.concat(

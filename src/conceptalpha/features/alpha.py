@@ -124,6 +124,7 @@ class _History:
     def __init__(self, panel: BarPanel, packing: "_Packing", start: int):
         self.fields = {k: panel.fields[k] for k in ("close", "volume") if panel.has(k)}
         self.src, self.start, self.n = packing.src, start, panel.shape[1]
+        self.inside = self.src >= 0  # [H, C]: cells holding a panel day (not a gap between segments)
 
     def begin(self, w: int, lag: int = 0) -> int:
         """First day of a window-w expression's series with ``lag`` days of Ref: Qlib loads from
@@ -221,6 +222,8 @@ class _Bars:
 
     def _replay_into(self, target: dict, where: dict, names: tuple[str, ...], replay: Callable) -> None:
         """Overwrite target[w] where where[w] is set with ``replay`` run on Qlib's series of the inputs ``names``."""
+        # Gap cells (between packed segments) are never read; replaying them would ask for panel day −1.
+        where = {w: m & self.history.inside for w, m in where.items()}
         cells = {w: np.nonzero(m) for w, m in where.items() if m.any()}
         if cells:
             for w, values in self.history.replay(cells, names, replay).items():

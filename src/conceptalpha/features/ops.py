@@ -225,6 +225,8 @@ def replay_cells(cells: dict, series, replay) -> dict:
     over time serves every lane. Returns {key: values at its cells}.
     """
     t = np.concatenate([c[0] for c in cells.values()])
+    if t.min() < 0:  # a negative day would silently read the series' last days
+        raise ValueError(f"replay_cells: day {int(t.min())} is before the series' start")
     j = np.concatenate([c[1] for c in cells.values()])
     w = np.concatenate([np.full(len(c[0]), c[2]) for c in cells.values()])
     pairs, lane = np.unique(np.stack([j, w]), axis=1, return_inverse=True)
@@ -559,13 +561,18 @@ class _Flow:
         return part
 
 
+def _any_per_day(mask: np.ndarray) -> np.ndarray:
+    """[T] whether any lane of the [T, ...L] mask is set that day (also for no days or no lanes)."""
+    return mask.any(axis=tuple(range(1, mask.ndim)))
+
+
 def _sums_kahan(flow: _Flow) -> np.ndarray:
     """[T, ...L] pandas' running sum after each day: Kahan-compensated, one compensation for adds, one for removes."""
     shape = flow.entering.shape[1:]
     total, c_add, c_remove, y, s, c = (np.zeros(shape) for _ in range(6))
     out = np.empty(flow.entering.shape)
     removing = -flow.leaving
-    any_in, any_out = (m.reshape(len(m), -1).any(axis=1) for m in (flow.present, flow.gone))
+    any_in, any_out = (_any_per_day(m) for m in (flow.present, flow.gone))
     for t in range(len(out)):
         for active, v, ok, comp in ((any_out[t], removing[t], flow.gone[t], c_remove),
                                     (any_in[t], flow.entering[t], flow.present[t], c_add)):
@@ -592,7 +599,7 @@ def _squared_deviations_welford(flow: _Flow) -> np.ndarray:
     n_removed = flow.count - flow.present  # values left after the day's removal
     live = flow.gone & (n_removed > 0)
     emptied = flow.gone & (n_removed == 0)
-    any_live, any_emptied, any_in = (m.reshape(len(m), -1).any(axis=1) for m in (live, emptied, flow.present))
+    any_live, any_emptied, any_in = (_any_per_day(m) for m in (live, emptied, flow.present))
     out = np.empty(flow.entering.shape)
 
     def step(v, n, ok, comp, move):

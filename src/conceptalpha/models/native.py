@@ -12,7 +12,11 @@ Processes starting at the same time share one build (torch's lock file).
 
 Set ``CONCEPTALPHA_NATIVE=0`` to use the pure-PyTorch steps instead (same
 function; the tests check they agree). If the build fails, the reason is
-logged once and the pure-PyTorch steps are used.
+logged and the pure-PyTorch steps are used; the failure is remembered in
+``build_failed.txt`` (the reason) in that build's cache directory, so later
+processes (every worker of a run) fall back at once instead of compiling
+again. To retry, delete that file or set ``CONCEPTALPHA_NATIVE_REBUILD=1``.
+``conceptalpha doctor`` shows which steps are in use and why (:func:`status`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from pathlib import Path
 
 import torch
 
+from conceptalpha.io import write_text
+
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("gru_steps.cpp")
@@ -40,6 +46,8 @@ CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", "-fope
 LDFLAGS = ["-fopenmp"]
 #: A build lock older than this is left over from a killed build (a build takes ~20 s).
 STALE_LOCK_SECONDS = 600
+#: In a build's directory: why its build failed (then no process builds it again until it is removed).
+FAILURE_MARKER = "build_failed.txt"
 
 _lock = threading.Lock()
 _state: dict[str, object] = {}
@@ -54,18 +62,45 @@ def gru_steps():
     return _state["ops"]
 
 
+def _flag(name: str, default: str) -> bool:
+    return os.environ.get(name, default).strip().lower() not in {"", "0", "false", "no", "off"}
+
+
 def enabled() -> bool:
-    return os.environ.get("CONCEPTALPHA_NATIVE", "1").strip().lower() not in {"0", "false", "no", "off"}
+    return _flag("CONCEPTALPHA_NATIVE", "1")
+
+
+def build_directory() -> Path:
+    """Where this source, these flags, this torch/Python and this CPU's build lives."""
+    return _cache_root() / _build_key()
+
+
+def status() -> tuple[str, str]:
+    """(state, detail) of the GRU steps in this process, building the kernels if not done yet:
+    ("built", library directory), ("off", why) or ("fallback", why: the build's failure)."""
+    if not enabled():
+        return "off", "CONCEPTALPHA_NATIVE=0: the pure-PyTorch steps"
+    if gru_steps() is not None:
+        return "built", str(build_directory())
+    return "fallback", str(_state.get("why", "unknown"))
 
 
 def _load():
     if not enabled():
         return None
+    directory = build_directory()
+    marker = directory / FAILURE_MARKER
+    if marker.exists() and _flag("CONCEPTALPHA_NATIVE_REBUILD", "0"):
+        marker.unlink(missing_ok=True)
+    if marker.exists():
+        reason = marker.read_text(encoding="utf-8").strip().splitlines()[0]
+        _state["why"] = f"an earlier build failed ({reason}); retry: delete {marker} or set CONCEPTALPHA_NATIVE_REBUILD=1"
+        log.info("GRU step kernels: %s; using the pure-PyTorch steps", _state["why"])
+        return None
     try:
         from torch.utils import cpp_extension
 
-        key = _build_key()
-        directory = _cache_root() / key
+        key = directory.name
         directory.mkdir(parents=True, exist_ok=True)
         _remove_stale_lock(directory)
         if not (directory / f"conceptalpha_gru_{key}.so").exists():
@@ -81,14 +116,27 @@ def _load():
             verbose=False,
         )
         return torch.ops.conceptalpha_gru
-    except Exception as error:  # no compiler, no ninja, read-only cache, ...: fall back, say why once
+    except Exception as error:  # no compiler, no ninja, read-only cache, ...: fall back, say why, remember it
+        lines = str(error).strip().splitlines()
+        reason = f"{type(error).__name__}: {lines[-1] if lines else ''}"
+        _state["why"] = f"the build failed ({reason}); retry: delete {marker} or set CONCEPTALPHA_NATIVE_REBUILD=1"
+        _remember_failure(marker, reason, str(error))
         log.warning(
-            "GRU step kernels unavailable (%s: %s); using the pure-PyTorch steps (slower on CPU). "
-            "Set CONCEPTALPHA_NATIVE=0 to skip the build.",
-            type(error).__name__,
-            str(error).strip().splitlines()[-1] if str(error).strip() else "",
+            "GRU step kernels unavailable (%s); using the pure-PyTorch steps (slower on CPU). Later runs skip "
+            "the build until %s is deleted (or CONCEPTALPHA_NATIVE_REBUILD=1). Set CONCEPTALPHA_NATIVE=0 to skip it.",
+            reason,
+            marker,
         )
         return None
+
+
+def _remember_failure(marker: Path, reason: str, details: str) -> None:
+    """``marker``: the one-line reason, then the build's whole message. Unwritable (e.g. a read-only
+    cache): each process tries again, as it would have anyway."""
+    try:
+        write_text(marker, f"{reason}\n\n{details}\n")
+    except OSError as error:
+        log.warning("could not record the failed build in %s (%s)", marker, error)
 
 
 def _remove_stale_lock(directory: Path) -> None:

@@ -12,13 +12,16 @@ Qlib's per-model loops and random mini-batches.
 from __future__ import annotations
 
 import difflib
+import typing
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cache, partial
 from typing import Any, Callable, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model, model_validator
 
 from conceptalpha.errors import UserError
 from conceptalpha.models.gats import GATs
-from conceptalpha.models.gbdt import ALPHA158_PARAMS, LightGBMModel, resolve_params
+from conceptalpha.models.gbdt import ALPHA158_PARAMS, LightGBMModel, check_parameter_names, resolve_params
 from conceptalpha.models.hist import HIST
 from conceptalpha.models.master import MASTER
 from conceptalpha.models.mlp import MLP
@@ -42,6 +45,12 @@ class ModelSpec:
     trainer_defaults: dict[str, Any] = field(default_factory=dict)
     summary: str = ""
     uses_market: bool = False  # reads the day's market vector: built with d_market, given forward(..., market=)
+    model_class: type | None = None  # whose constructor annotations type the hyper-parameters
+
+    @property
+    def params_schema(self) -> type[BaseModel]:
+        """The pydantic model of this model's ``params:`` (see :func:`params_schema`)."""
+        return params_schema(self.name)
 
 
 def _build_mlp(d_feat: int, seq_len: int | None, **hp: Any) -> MLP:
@@ -72,6 +81,7 @@ MODELS: dict[str, ModelSpec] = {
             name="MLP",
             kind="neural",
             build=_build_mlp,
+            model_class=MLP,
             defaults={"hidden_size": 256, "num_layers": 1, "dropout": 0.05},
             input="flat",
             uses_concepts=False,
@@ -83,6 +93,7 @@ MODELS: dict[str, ModelSpec] = {
             name="GRU",
             kind="neural",
             build=_sequence_builder(partial(RNNModel, rnn_type="GRU")),
+            model_class=RNNModel,
             defaults=dict(_RNN_DEFAULTS),
             input="sequence",
             uses_concepts=False,
@@ -94,6 +105,7 @@ MODELS: dict[str, ModelSpec] = {
             name="LSTM",
             kind="neural",
             build=_sequence_builder(partial(RNNModel, rnn_type="LSTM")),
+            model_class=RNNModel,
             defaults=dict(_RNN_DEFAULTS),
             input="sequence",
             uses_concepts=False,
@@ -105,6 +117,7 @@ MODELS: dict[str, ModelSpec] = {
             name="ALSTM",
             kind="neural",
             build=_sequence_builder(ALSTM),
+            model_class=ALSTM,
             defaults={**_RNN_DEFAULTS, "rnn_type": "LSTM"},
             input="sequence",
             uses_concepts=False,
@@ -116,6 +129,7 @@ MODELS: dict[str, ModelSpec] = {
             name="GATs",
             kind="neural",
             build=_sequence_builder(GATs),
+            model_class=GATs,
             defaults={"hidden_size": 64, "num_layers": 2, "dropout": 0.7, "base_model": "LSTM"},
             input="sequence",
             uses_concepts=False,
@@ -127,6 +141,7 @@ MODELS: dict[str, ModelSpec] = {
             name="Transformer",
             kind="neural",
             build=_sequence_builder(Transformer),
+            model_class=Transformer,
             defaults={"hidden_size": 64, "num_layers": 2, "dropout": 0.0, "num_heads": 2, "ffn_size": 2048},
             input="sequence",
             uses_concepts=False,
@@ -138,6 +153,7 @@ MODELS: dict[str, ModelSpec] = {
             name="SFM",
             kind="neural",
             build=_sequence_builder(SFM),
+            model_class=SFM,
             defaults={"hidden_size": 64, "output_dim": 32, "freq_dim": 25, "dropout_W": 0.5, "dropout_U": 0.5},
             input="sequence",
             uses_concepts=False,
@@ -149,6 +165,7 @@ MODELS: dict[str, ModelSpec] = {
             name="TRA",
             kind="neural",
             build=_sequence_builder(TRA),
+            model_class=TRA,
             defaults={
                 **_RNN_DEFAULTS,
                 "rnn_type": "LSTM",
@@ -169,6 +186,7 @@ MODELS: dict[str, ModelSpec] = {
             name="HIST",
             kind="neural",
             build=_sequence_builder(HIST),
+            model_class=HIST,
             defaults={
                 "hidden_size": 64,
                 "num_layers": 2,
@@ -202,6 +220,7 @@ MODELS: dict[str, ModelSpec] = {
             input="sequence",
             uses_concepts=False,
             uses_market=True,
+            model_class=MASTER,
             paper="Li et al. 2024, MASTER: Market-Guided Stock Transformer for Stock Price Forecasting (AAAI; arXiv 2312.15235)",
             trainer_defaults={"lr": 1e-5, "max_epochs": 40, "patience": 10},
             summary="market-gated features, attention over each stock's days, then across stocks per day, last-day-query pooling",
@@ -220,6 +239,45 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _LightGBMParams(BaseModel):
+    """LightGBM's registered defaults, plus any other parameter LightGBM knows by name."""
+
+    model_config = ConfigDict(extra="allow")
+
+    learning_rate: float | Literal["auto"] = "auto"
+
+    @model_validator(mode="after")
+    def _known_to_lightgbm(self) -> "_LightGBMParams":
+        try:
+            check_parameter_names(self.model_extra or {})
+        except UserError as err:
+            raise ValueError(str(err)) from None
+        return self
+
+
+def _type_of(default: Any) -> Any:
+    return Any if default is None else type(default)
+
+
+@cache
+def params_schema(name: str) -> type[BaseModel]:
+    """Pydantic model of model ``name``'s hyper-parameters: its registered defaults, typed by its
+    constructor's annotations (or the default's type), unknown names refused."""
+    spec = get_model_spec(name)
+    hints = typing.get_type_hints(spec.model_class.__init__) if spec.model_class else {}
+    base = _LightGBMParams if spec.kind == "gbdt" else _Params
+    fields = {
+        key: (hints.get(key, _type_of(default)), default)
+        for key, default in spec.defaults.items()
+        if key not in base.model_fields
+    }
+    return create_model(f"{name}Params", __base__=base, **fields)
+
+
 def get_model_spec(name: str) -> ModelSpec:
     """The spec registered under ``name``; ``UserError`` naming the closest valid name otherwise."""
     if name in MODELS:
@@ -235,15 +293,19 @@ def get_model_spec(name: str) -> ModelSpec:
 
 def build_model(name: str, d_feat: int, seq_len: int | None, **overrides: Any) -> Any:
     """Build model ``name`` for features [N, seq_len, d_feat] (or [N, d_feat] when ``seq_len`` is None)
-    from its defaults updated with ``overrides``; ``UserError`` for an unknown hyper-parameter or a
-    sequence model given flat features."""
+    from its defaults updated with ``overrides`` (checked by its :func:`params_schema`); ``UserError``
+    for an unknown or mistyped hyper-parameter or a sequence model given flat features."""
     spec = get_model_spec(name)
-    unknown = sorted(set(overrides) - set(spec.defaults))
-    if unknown:
+    try:
+        params = spec.params_schema.model_validate(overrides)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "(all)"
+        problem = "unknown name" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
         raise UserError(
-            f"unknown hyper-parameter(s) {', '.join(map(repr, unknown))} for model {name}; "
-            f"valid: {', '.join(sorted(spec.defaults))}"
-        )
+            f"hyper-parameter {where!r} = {first['input']!r} of model {name}: {problem}; "
+            f"valid: {', '.join(sorted(spec.params_schema.model_fields))}"
+        ) from None
     if spec.input == "sequence" and spec.kind == "neural" and seq_len is None:
         raise UserError(f"model {name} needs sequence features [N, T, F] (e.g. Alpha360); got flat features")
-    return spec.build(d_feat, seq_len, **{**spec.defaults, **overrides})
+    return spec.build(d_feat, seq_len, **params.model_dump())
