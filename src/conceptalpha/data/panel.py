@@ -24,7 +24,10 @@ class BarPanel:
 
     Prices (open/high/low/close/vwap) are adjusted; ``factor`` (when present) is
     the adjustment factor, so raw price = adjusted price / factor. ``volume`` is
-    in shares; a suspended day has volume 0 (or no bar at all).
+    in shares; a suspended day has volume 0 (or no bar at all). Optional
+    fields the backtest's market rules read: ``st`` (1 on days an A-share is
+    under risk warning), ``up_limit``/``down_limit`` (the day's exact raw limit
+    prices), ``change`` (daily change, fraction or percent).
     """
 
     calendar: Calendar
@@ -96,6 +99,9 @@ class Market:
     no bars (delisted names missing from the data source).
     ``shares`` (total shares by instrument, may be partial) feeds market caps;
     ``benchmark`` is the benchmark index close on the calendar, if known.
+    ``kind`` is the market whose symbols and trading rules apply: ``cn``
+    (A-shares) or ``generic`` (any other); ``kind_inferred`` says it was
+    inferred from the symbols (``data.market: auto``).
     """
 
     panel: BarPanel
@@ -104,6 +110,8 @@ class Market:
     shares: pd.Series | None = None
     benchmark: pd.Series | None = None
     name: str = "market"
+    kind: str = "cn"
+    kind_inferred: bool = False
 
     @property
     def calendar(self) -> Calendar:
