@@ -67,6 +67,28 @@ class BarPanel:
         with np.errstate(divide="ignore", invalid="ignore"):
             return close / self.fields["factor"]
 
+    def change_fraction(self) -> tuple[np.ndarray | None, str | None]:
+        """The ``change`` field as a fraction [D, N] and the unit it was stored in (None, None without one).
+
+        The unit is judged against the raw close's own change: a median ratio
+        near 100 means percent (the shared A-share data's convention). Without
+        comparable days, any |value| > 1.5 means percent.
+        """
+        if "change" not in self.fields:
+            return None, None
+        change = self.fields["change"].astype("float64")
+        raw = pd.DataFrame(self.raw_close().astype("float64")).ffill().to_numpy()
+        own = np.full_like(raw, np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            own[1:] = raw[1:] / raw[:-1] - 1.0
+            ratio = change / own
+        comparable = np.isfinite(ratio) & (np.abs(own) > 0.002)
+        if comparable.any():
+            percent = 50.0 <= float(np.median(ratio[comparable])) <= 200.0
+        else:
+            percent = np.nanmax(np.abs(change), initial=0.0) > 1.5
+        return (change / 100.0, "percent") if percent else (change, "fraction")
+
     def suspended(self) -> np.ndarray:
         """[D, N] bool: a bar exists but nothing traded (volume 0)."""
         volume = self.field("volume")
