@@ -34,7 +34,7 @@ import scipy.sparse as sp
 from conceptalpha.concepts.report import coverage_report
 from conceptalpha.concepts.sources import LINK_COLUMNS, ConceptSource, from_frame, unique_source_names
 from conceptalpha.data.calendar import Calendar
-from conceptalpha.data.symbols import normalize_symbol, normalize_symbols
+from conceptalpha.data.symbols import market_of, normalize_symbol
 from conceptalpha.data.universe import Universe
 from conceptalpha.errors import DataError, UserError
 from conceptalpha.io import atomic_path
@@ -155,8 +155,7 @@ class ConceptGraph:
 
     def instrument_concepts(self, symbol: str) -> pd.DataFrame:
         """One instrument's links: label, name, source, kind, size, start, end (NaT = open)."""
-        market = "cn" if normalize_symbols(self.instruments)[1].all() else "generic"
-        row = self._row_of.get(normalize_symbol(symbol, market), -1)
+        row = self._row_of.get(normalize_symbol(symbol, market_of(self.instruments)), -1)
         sl = slice(self._ptr[row], self._ptr[row + 1]) if row >= 0 else slice(0, 0)
         table = self.concepts.iloc[self.link_concept[sl]][["label", "name", "source", "kind", "size"]].reset_index(drop=True)
         table["start"] = _dates_or_nat(self.link_start[sl], OPEN_START)
@@ -315,7 +314,7 @@ def _as_sources(sources: Sequence[ConceptSource | pd.DataFrame], universe: Unive
     """Wrap plain tables (symbols read in the universe's market); source names must be unique
     (plain tables are named ``table``, ``table_2``…)."""
     frame_names = iter(unique_source_names(["table"] * sum(isinstance(s, pd.DataFrame) for s in sources)))
-    market = "cn" if normalize_symbols(universe.instruments)[1].all() else "generic"
+    market = market_of(universe.instruments)
     wrapped = [from_frame(s, next(frame_names), market) if isinstance(s, pd.DataFrame) else s for s in sources]
     names = [s.name for s in wrapped]
     duplicated = sorted({n for n in names if names.count(n) > 1})

@@ -84,6 +84,11 @@ def normalize_symbols(symbols, market: str = "cn") -> tuple[np.ndarray, np.ndarr
     return canon_unique[codes], ok_unique[codes]
 
 
+def market_of(canonical_symbols) -> str:
+    """``cn`` when every (already canonical) symbol is an A-share code, else ``generic``."""
+    return "cn" if normalize_symbols(canonical_symbols, "cn")[1].all() else "generic"
+
+
 def resolve_market(market: str, symbols, where: str, lines=None) -> str:
     """``cn`` or ``generic`` for the raw ``symbols`` of one universe, checking they fit.
 
