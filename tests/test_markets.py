@@ -218,3 +218,29 @@ def test_generic_market_end_to_end_with_hist_and_lightgbm(tmp_path, monkeypatch,
     daily = pd.read_parquet(tmp_path / "run" / "backtest_HIST_seed0.parquet")
     assert daily["benchmark"].notna().all()  # the equal-weight mean stands in for a missing index
     assert "equal-weight mean" in (tmp_path / "run" / "report.html").read_text()
+
+
+def test_bar_tables_carry_us_tickers_and_the_limit_columns(tmp_path):
+    from conceptalpha.data.table import load_table
+    from conceptalpha.evaluation.market_rules import CnRules
+
+    us = tmp_path / "us.csv"
+    us.write_text(
+        "date,instrument,open,high,low,close,volume\n"
+        "2020-01-02,aapl,10,11,9,10,100\n2020-01-02,SPY,300,301,299,300,1e6\n"
+        "2020-01-03,aapl,10,13,9,12.5,100\n2020-01-03,SPY,300,303,299,302,1e6\n"
+    )
+    market = load_table(us, benchmark="SPY")
+    assert (market.kind, list(market.panel.instruments), str(market.benchmark.name)) == ("generic", ["AAPL"], "SPY")
+    cn = tmp_path / "cn.csv"
+    cn.write_text(
+        "date,instrument,open,high,low,close,volume,up_limit,down_limit,st\n"
+        "2020-01-02,600000.SH,10,10,10,10,100,,,0\n"
+        "2020-01-03,600000.SH,10,10.5,10,10.5,100,10.5,9.5,1\n"
+    )
+    panel = load_table(cn).panel
+    assert panel.field("st").tolist() == [[0.0], [1.0]]
+    assert CnRules().limit_locked(panel)[0][:, 0].tolist() == [False, True]
+    cn.write_text("date,instrument,open,high,low,close,volume,st\n2020-01-02,600000.SH,10,10,10,10,100,2\n")
+    with pytest.raises(DataError, match="line 2: st must be 0 or 1"):
+        load_table(cn)

@@ -1,13 +1,15 @@
 """A long bar table (CSV or Parquet), as exported from Tushare, AKShare or Wind, → :class:`Market`.
 
 One row per (date, instrument): ``date, instrument, open, high, low, close,
-volume`` and optionally ``vwap`` and ``factor``. Column names are matched
+volume`` and optionally ``vwap``, ``factor``, ``change``, ``st`` (0/1) and
+``up_limit``/``down_limit`` (the day's raw limit prices). Column names are matched
 case-insensitively; ``datetime``/``trade_date`` are accepted for ``date`` and
 ``symbol``/``ts_code``/``code`` for ``instrument``. Dates may be ``2020-01-02``
 or ``20200102``. The calendar is the set of dates in the table.
 
 Every row is a bar, so it must be complete: prices finite and > 0, volume
-finite and >= 0, factor (when given) finite and > 0; vwap may be empty. Errors
+finite and >= 0, factor (when given) finite and > 0; vwap, change, st and the
+limit prices may be empty. Errors
 name the file and the line (CSV: line 1 is the header).
 """
 
@@ -27,7 +29,7 @@ from conceptalpha.errors import DataError
 
 TABLE_SUFFIXES = (".csv", ".parquet")
 REQUIRED = ("date", "instrument", *PRICE_FIELDS, "volume")
-OPTIONAL = ("vwap", "factor")
+OPTIONAL = ("vwap", "factor", "change", "st", "up_limit", "down_limit")
 MISSING_TEXT = ("", "nan", "na", "null", "none")
 ALIASES = {"datetime": "date", "trade_date": "date", "symbol": "instrument", "ts_code": "instrument", "code": "instrument"}
 
@@ -171,9 +173,15 @@ def _number_column(path: Path, column: pd.Series, name: str, first_line: int) ->
     empty = text.str.lower().isin(MISSING_TEXT) | column.isna().to_numpy()
     values = pd.to_numeric(text.where(~empty), errors="coerce").to_numpy(dtype=np.float64)
     _fail_first(path, np.isnan(values) & ~empty.to_numpy(), f"{name} is not a number", first_line)
-    if name == "vwap":
+    if name in ("vwap", "up_limit", "down_limit"):
         bad = np.isinf(values) | (values <= 0)
-        what = "vwap must be > 0 (or empty)"
+        what = f"{name} must be > 0 (or empty)"
+    elif name == "change":
+        bad = np.isinf(values)
+        what = "change must be a finite number (or empty)"
+    elif name == "st":
+        bad = ~np.isnan(values) & (values != 0) & (values != 1)
+        what = "st must be 0 or 1 (or empty)"
     elif name == "volume":
         bad = ~np.isfinite(values) | (values < 0)
         what = "volume must be a finite number >= 0"

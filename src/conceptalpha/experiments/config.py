@@ -52,7 +52,9 @@ class DataSection(Strict):
     derived_universe: DerivedUniverse | None = None
     vwap_proxy: bool = False
     market: Literal["cn", "generic", "auto"] = Field(
-        "auto", description="cn: A-share codes and rules; generic: any tickers, no price limits; auto: cn when every instrument is an A-share code."
+        "auto",
+        description="Files' market: cn (A-share codes and rules), generic (any tickers, no price limits), auto (cn when every "
+        "instrument is an A-share code). The synthetic market's is synthetic.market.",
     )
     benchmark: str | None = Field(None, description="Benchmark instrument (e.g. SPY); None: SH000300 for cn, none for generic.")
     st_table: str | None = Field(None, description="A-shares: dated ST table (instrument,start,end) for the ±5% limit.")

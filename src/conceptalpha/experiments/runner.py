@@ -107,7 +107,8 @@ def market_note(market: Market) -> str:
     how = " (inferred from the symbols)" if market.kind_inferred else ""
     rules = "A-share price limits by board, date, ST status and listing age" if market.kind == "cn" else "no price limits, no stamp duty"
     benchmark = benchmark_label(market, rules_for(market.kind))
-    return f"Market {market.kind}{how}: {rules}; backtest excess returns are against {benchmark}."
+    excess = "no benchmark series: no excess returns" if benchmark == "none" else f"backtest excess returns are against {benchmark}"
+    return f"Market {market.kind}{how}: {rules}; {excess}."
 
 
 def _apply_derived_universe(config: ExperimentConfig, market: Market, notes: list[str]) -> Market:
