@@ -49,13 +49,14 @@ def load_table(
       file (``.txt``: ``SYMBOL<TAB>start<TAB>end``) or a CSV with columns
       ``instrument,start,end``. Without it, the universe is every instrument on
       every day it has a bar. With it, the panel holds the members that have bars.
-    - ``benchmark``: a symbol whose rows become ``Market.benchmark`` (close) instead of panel columns.
+    - ``benchmark``: a symbol whose rows become ``Market.benchmark`` (close) instead of panel columns
+      (the loader's market default means none: a table has a benchmark only when one is named).
     - ``vwap``: missing column → NaN, or (high + low + close) / 3 with ``vwap_proxy`` (a proxy, not a traded average).
     - ``market``: ``cn``, ``generic`` or ``auto`` (from the table's instruments, the benchmark's rows excluded).
     """
     path = Path(path)
     table, kind = _validated(path, _read(path), benchmark, market)
-    bench_symbol = benchmark_symbol(benchmark, kind)
+    bench_symbol = None if benchmark == MARKET_DEFAULT else benchmark_symbol(benchmark, kind)  # a table names its own
     is_bench = (table["instrument"] == bench_symbol).to_numpy()
     full_calendar = Calendar(pd.DatetimeIndex(np.unique(table["date"].to_numpy())))
     window = full_calendar.window(start, end)
@@ -89,7 +90,7 @@ def load_table(
         rows = table[is_bench]
         bench = pd.Series(rows["close"].to_numpy(), index=pd.DatetimeIndex(rows["date"]), name=bench_symbol)
         bench = bench.reindex(calendar.dates).astype(np.float32)
-    elif bench_symbol is not None and benchmark != MARKET_DEFAULT:
+    elif bench_symbol is not None:
         raise DataError(path, f"benchmark {benchmark!r}: no row has this instrument")
     return Market(
         panel=panel, universe=universe, universe_members=members, benchmark=bench, name=universe.name,
