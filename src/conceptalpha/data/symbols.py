@@ -57,17 +57,20 @@ def _generic_one(symbol: str) -> str | None:
     return s if _GENERIC.match(s) else None
 
 
+def _text_only(symbol: object) -> str | None:
+    return symbol if isinstance(symbol, str) else None
+
+
 _NORMALIZERS = {"cn": _normalize_one, "generic": _generic_one}
 
 
 def normalize_symbol(symbol: object, market: str = "cn") -> str:
     """Canonical form of one symbol; :class:`UserError` when it is not a recognisable symbol of ``market``."""
-    text = _as_text(symbol) if market == "cn" else (symbol if isinstance(symbol, str) else None)
-    canon = _NORMALIZERS[market](text) if text is not None else None
-    if canon is None:
+    canon, ok = normalize_symbols([symbol], market)
+    if not ok[0]:
         expected = "600000.SH, SH600000, sh600000 or 600000" if market == "cn" else "AAPL, BRK.B, 0700.HK or BTC-USD"
         raise UserError(f"unrecognised symbol {symbol!r}: expected forms like {expected}")
-    return canon
+    return canon[0]
 
 
 def normalize_symbols(symbols, market: str = "cn") -> tuple[np.ndarray, np.ndarray]:
@@ -76,9 +79,8 @@ def normalize_symbols(symbols, market: str = "cn") -> tuple[np.ndarray, np.ndarr
     Where ``ok`` is False the canonical entry is None; callers count and list
     those instead of dropping them silently.
     """
-    normalize = _NORMALIZERS[_known_market(market)]
+    normalize, as_text = _NORMALIZERS[_known_market(market)], _AS_TEXT[market]
     codes, uniques = pd.factorize(pd.Series(symbols, dtype=object), use_na_sentinel=False)
-    as_text = _as_text if market == "cn" else (lambda u: u if isinstance(u, str) else None)
     canon_unique = np.array([(normalize(t) if (t := as_text(u)) is not None else None) for u in uniques], dtype=object)
     ok_unique = np.array([c is not None for c in canon_unique], dtype=bool)
     return canon_unique[codes], ok_unique[codes]
@@ -154,3 +156,6 @@ def _as_text(symbol: object) -> str | None:
     if isinstance(symbol, str):
         return symbol
     return None
+
+
+_AS_TEXT = {"cn": _as_text, "generic": _text_only}  # cn also reads integers that lost their zeros
