@@ -244,3 +244,9 @@ def test_bar_tables_carry_us_tickers_and_the_limit_columns(tmp_path):
     cn.write_text("date,instrument,open,high,low,close,volume,st\n2020-01-02,600000.SH,10,10,10,10,100,2\n")
     with pytest.raises(DataError, match="line 2: st must be 0 or 1"):
         load_table(cn)
+
+
+def test_a_missing_universe_lists_the_ones_there(tmp_path):
+    root = write_us_folder(tmp_path / "us")
+    with pytest.raises(DataError, match=r"csi300.txt: instruments file not found \(universes there: nasdaq\)"):
+        load_market(root, "csi300")

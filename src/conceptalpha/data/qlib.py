@@ -205,7 +205,8 @@ def read_instruments(path: str | Path, market: str = "cn") -> pd.DataFrame:
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(path, "instruments file not found")
+        others = sorted(p.stem for p in path.parent.glob("*.txt")) if path.parent.is_dir() else []
+        raise DataError(path, "instruments file not found" + (f" (universes there: {', '.join(others)})" if others else ""))
     rows, numbers = [], []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         parts = line.split()
