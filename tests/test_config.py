@@ -76,7 +76,7 @@ def test_yaml_is_loaded_safely(tmp_path):
         load_config(evil)
 
 
-@pytest.mark.parametrize("name", ["demo", "csi300_hist", "csi300_paper", "csi100_hist", "zoo"])
+@pytest.mark.parametrize("name", ["demo", "csi300_hist", "csi300_paper", "csi100_hist", "zoo", "csi300_master", "csi300_master_common"])
 def test_shipped_configs_validate(name):
     from pathlib import Path
 

@@ -160,3 +160,40 @@ def test_bad_configs_are_user_errors():
 def test_default_market_caps_come_from_the_data_layer():
     ds = build_dataset(_market(), DatasetConfig(segments=SEGMENTS))
     assert np.isfinite(ds.day(ds.days("test")[0]).market_cap).all()
+
+
+def test_alpha158_window_stacks_each_stocks_last_days_oldest_first():
+    window = 8
+    flat = _build(DatasetConfig(feature_set="alpha158", segments=SEGMENTS))
+    stacked = _build(DatasetConfig(feature_set="alpha158", segments=SEGMENTS, window=window))
+    assert stacked.seq_len == window and stacked.d_feat == 158 and flat.seq_len is None
+    np.testing.assert_array_equal(stacked.fitted["feature_median"], flat.fitted["feature_median"])
+    t = stacked.days("valid")[0]
+    x = stacked.day(t).x
+    assert x.shape == (N, window, 158)
+    for lag in range(window):  # position window-1-lag holds day t-lag's Alpha158 row
+        np.testing.assert_array_equal(x[:, window - 1 - lag], flat.day(t - lag).x)
+    first = stacked.day(stacked.days("train")[0]).x
+    assert (first[:, :-1] == 0).all() and np.array_equal(first[:, -1], flat.day(0).x)  # no day before the data
+
+
+def test_alpha158_window_reads_history_before_a_stock_joins_and_nothing_after_its_day():
+    window = 8
+    config = DatasetConfig(feature_set="alpha158", segments=SEGMENTS, window=window)
+    bars = random_bars(DAYS, N, seed=11)
+    clean = _build(config, market=_market(bars))
+    joined = clean.day(40)  # stock 4 joins the universe on day 40 and has bars before
+    assert joined.n == N and (np.abs(joined.x[4, :-1]).sum(axis=1) > 0).all()
+    everyone = make_market(bars)  # stock 4 a member throughout: day 39 is an ordinary table row
+    raw = build_feature_table(everyone, "alpha158").loc[(clean.calendar.dates[39], "SH600004")].to_numpy()
+    np.testing.assert_allclose(joined.x[4, -2], clean.normalizer.transform(raw[None])[0], rtol=1e-6, atol=1e-6)
+    last_train = clean.days("train")[-1]
+    moved = _build(config, market=_market(perturb_after(bars, last_train)))
+    for t in clean.days("train"):
+        np.testing.assert_array_equal(clean.day(t).x, moved.day(t).x)
+    assert not np.array_equal(clean.day(clean.days("test")[0]).x, moved.day(clean.days("test")[0]).x)
+
+
+def test_window_is_for_alpha158_only():
+    with pytest.raises(UserError, match="window"):
+        DatasetConfig(feature_set="alpha360", window=8, segments=SEGMENTS)

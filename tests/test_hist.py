@@ -9,7 +9,7 @@ import torch
 
 from conceptalpha.errors import UserError
 from conceptalpha.models.fast_gru import gru_last_state
-from conceptalpha.models.hist import HIST, member_attention, membership_links, top_k_similar
+from conceptalpha.models.hist import HIST, attention_entropy, member_attention, membership_links, top_k_similar
 from conceptalpha.models.ops import cosine_similarity_matrix, unit_rows
 
 
@@ -227,3 +227,37 @@ def test_concept_attention_default_is_the_spec():
     assert HIST().concept_attention == "all"
     with pytest.raises(UserError, match="concept_attention"):
         HIST(concept_attention="some")
+
+
+def test_attention_entropy_is_one_when_uniform_and_zero_when_one_hot():
+    beta = torch.tensor([[0.25, 0.25, 0.25, 0.25], [0.0, 1.0, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0] * 4])
+    attended = torch.tensor([4, 4, 2, 1, 0])  # row 2 attended over its own 2 concepts (members)
+    entropy, norm = attention_entropy(beta, attended)
+    torch.testing.assert_close(entropy[:4], torch.tensor([np.log(4), 0.0, np.log(2), 0.0], dtype=torch.float32))
+    torch.testing.assert_close(norm[:3], torch.tensor([1.0, 0.0, 1.0]))
+    assert torch.isnan(norm[3]) and torch.isnan(norm[4]) and torch.isnan(entropy[4])
+
+
+@pytest.mark.parametrize("attention", ["all", "members"])
+def test_explain_reports_the_entropy_of_the_attention_the_forward_pass_used(attention):
+    model = _model(concept_attention=attention)
+    x, membership, cap = _day(n=9, c=5)
+    ex = model.explain(x, membership, cap, top=5)
+    with torch.no_grad():
+        parts = model.parts(model.encode(x), membership, cap)
+    n_concepts = len(parts.concept_ids)
+    if attention == "all":
+        beta = torch.softmax(cosine_similarity_matrix(parts.encoding, parts.concept_vectors), dim=1)
+        attended = torch.full((9,), n_concepts)
+    else:
+        own = membership[:, parts.concept_ids] > 0
+        logits = cosine_similarity_matrix(parts.encoding, parts.concept_vectors).masked_fill(~own, -torch.inf)
+        beta = torch.nan_to_num(torch.softmax(logits, dim=1))
+        attended = own.sum(1)
+    expected = -(beta * torch.log(beta.clamp_min(1e-30))).sum(1)
+    has = attended > 1
+    torch.testing.assert_close(ex.attention_entropy_norm[has], (expected / torch.log(attended.float()))[has], atol=1e-5, rtol=1e-5)
+    assert torch.isnan(ex.attention_entropy_norm[~has]).all()
+    assert (ex.attention_entropy_norm[has] > 0).all() and (ex.attention_entropy_norm[has] <= 1 + 1e-6).all()
+    frame = ex.to_frame()
+    np.testing.assert_allclose(frame["attention_entropy"], ex.attention_entropy.numpy())

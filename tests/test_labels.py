@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from conceptalpha.errors import UserError
+from conceptalpha.evaluation.backtest import lag_for_label
 from conceptalpha.features.labels import DEFAULT_LABEL, PAPER_LABEL, LabelSpec, parse_label, raw_label
 
 
@@ -62,3 +63,13 @@ def test_missing_close_gives_missing_label():
     assert np.isnan(y[0])  # base close_{t+1} missing
     assert y[1] == pytest.approx(13 / 12 - 1, rel=1e-6)
     assert np.isnan(y[2:]).all()
+
+
+def test_masters_five_day_label_is_close_t5_over_close_t1():
+    spec = parse_label("t+1->t+5")
+    assert spec == LabelSpec(1, 4) and spec.reach == 5
+    close = np.arange(10, 20, dtype=np.float32)[:, None]
+    label = raw_label(close, spec)[:, 0]
+    np.testing.assert_allclose(label[:5], [(t + 15) / (t + 11) - 1 for t in range(5)], rtol=1e-6)
+    assert np.isnan(label[5:]).all()
+    assert lag_for_label(spec.id) == 1  # the score of day t is traded at close t+1, where the label starts

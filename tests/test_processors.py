@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from conceptalpha.errors import UserError
-from conceptalpha.features.processors import RobustZScore, cs_rank, cs_zscore, drop_missing, normalize_labels
+from conceptalpha.features.processors import (
+    RobustZScore,
+    cs_rank,
+    cs_zscore,
+    drop_extreme_labels,
+    drop_missing,
+    normalize_labels,
+)
 
 
 def test_robust_zscore_hand_case():
@@ -65,3 +72,15 @@ def test_normalize_labels_dispatch_and_drop_missing():
     with pytest.raises(UserError, match="label normalisation"):
         normalize_labels(y, day, "minmax")
     np.testing.assert_array_equal(drop_missing(y), [0, 2])
+
+
+def test_drop_extreme_labels_drops_both_tails_then_normalises_again():
+    y = np.array([0.5, -9.0, 0.1, np.nan, 7.0, 0.3, -0.2, 0.0, 0.4, -0.1, 0.2], dtype=np.float32)  # 10 present
+    out = drop_extreme_labels(y, 0.2, "rank")  # 0.2 · 10 / 2 = 1 per tail: -9 and 7
+    assert np.flatnonzero(np.isnan(out)).tolist() == [1, 3, 4]
+    kept = np.array([0.5, 0.1, 0.3, -0.2, 0.0, 0.4, -0.1, 0.2])
+    np.testing.assert_allclose(out[~np.isnan(out)], cs_rank(kept, np.zeros(8)), atol=1e-6)
+    z = drop_extreme_labels(y, 0.4, "zscore")  # 2 per tail: also -0.2 and 0.5
+    assert np.flatnonzero(np.isnan(z)).tolist() == [0, 1, 3, 4, 6]
+    assert np.nanmean(z) == pytest.approx(0.0, abs=1e-6)
+    np.testing.assert_array_equal(drop_extreme_labels(y, 0.1, "rank"), y)  # 0.5 per tail rounds to none

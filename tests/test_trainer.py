@@ -14,6 +14,7 @@ from torch import nn
 
 from conceptalpha.errors import UserError
 from conceptalpha.features.daydata import DayData
+from conceptalpha.features.processors import drop_extreme_labels
 from conceptalpha.models.hist import HIST
 from conceptalpha.training import TrainerConfig, TrainingDiverged, fit, predict, set_seed
 from conceptalpha.training.trainer import average_state_dicts, daily_ic
@@ -140,6 +141,18 @@ def test_resume_with_a_different_config_is_a_user_error(tmp_path):
         fit(make_hist(), data, concept_membership, config(max_epochs=2, lr=1e-3), tmp_path, resume=True)
 
 
+def test_a_checkpoint_from_before_an_option_existed_resumes_at_its_default(tmp_path):
+    data = FakeDataset()
+    fit(make_hist(), data, concept_membership, config(max_epochs=1), tmp_path)
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    del checkpoint["config"]["drop_extreme_labels"]
+    torch.save(checkpoint, tmp_path / "checkpoint.pt")
+    result = fit(make_hist(), data, concept_membership, config(max_epochs=2), tmp_path, resume=True)
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    with pytest.raises(UserError, match="drop_extreme_labels"):
+        fit(make_hist(), data, concept_membership, config(max_epochs=3, drop_extreme_labels=0.1), tmp_path, resume=True)
+
+
 def test_resume_without_checkpoint_starts_fresh(tmp_path):
     result = fit(make_hist(), FakeDataset(), concept_membership, config(max_epochs=1), tmp_path / "new", resume=True)
     assert result.history[0]["epoch"] == 1 and (tmp_path / "new" / "checkpoint.pt").exists()
@@ -192,7 +205,7 @@ class CustomLoss(ConstantSkill):
 
     def training_loss(self, batch):
         self.calls += 1
-        assert set(batch) == {"x", "membership", "market_cap", "y", "t", "instruments"}
+        assert set(batch) == {"x", "membership", "market_cap", "y", "t", "instruments", "market"}
         return (self.w - 2.0).pow(2).sum()
 
     def on_epoch_end(self):
@@ -203,6 +216,64 @@ def test_training_loss_and_epoch_hooks_are_used(tmp_path):
     model = CustomLoss()
     fit(model, FakeDataset(), None, config(max_epochs=2, lr=0.1), tmp_path)
     assert model.calls == 60 and model.epochs == 2
+
+
+class LabelRecorder(ConstantSkill):
+    """Records the labels each training step sees (its loss does not depend on them)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = {}
+
+    def training_loss(self, batch):
+        self.seen[batch["t"]] = batch["y"].numpy().copy()
+        return (self.w - 2.0).pow(2).sum()
+
+
+def test_drop_extreme_labels_changes_training_labels_only(tmp_path):
+    data = FakeDataset()
+    data.label_norm = "zscore"
+    model = LabelRecorder()
+    dropped = fit(model, data, None, config(max_epochs=1, drop_extreme_labels=0.2, select_on="train"), tmp_path / "a")
+    assert sorted(model.seen) == data.days("train")
+    for t, y in model.seen.items():
+        original = data.day(t).y_train
+        present = np.flatnonzero(np.isfinite(original))
+        per_tail = int(len(present) * 0.1)
+        order = present[np.argsort(original[present])]
+        expected_gone = set(order[:per_tail]) | set(order[-per_tail:])
+        assert per_tail >= 1 and set(np.flatnonzero(np.isnan(y))) == expected_gone | set(np.flatnonzero(np.isnan(original)))
+        np.testing.assert_array_equal(y, drop_extreme_labels(original, 0.2, "zscore"))
+        assert np.nanmean(y) == pytest.approx(0.0, abs=1e-5) and np.nanstd(y, ddof=1) == pytest.approx(1.0, abs=1e-5)
+    kept = fit(LabelRecorder(), data, None, config(max_epochs=1, select_on="train"), tmp_path / "b")
+    assert dropped.history[0]["valid_ic"] == kept.history[0]["valid_ic"]  # validation scores the untouched labels
+    with pytest.raises(UserError, match="label_norm"):
+        fit(LabelRecorder(), FakeDataset(), None, config(max_epochs=1, drop_extreme_labels=0.2), tmp_path / "c")
+
+
+class MarketReader(nn.Module):
+    """Scores = x[:, -1, 0] · (1 + market[0]·w): reads the day's market vector."""
+
+    uses_market = True
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1))
+        self.markets = []
+
+    def forward(self, x, membership=None, market_cap=None, market=None):
+        self.markets.append(market)
+        return x[:, -1, 0] * (1 + market[0] * self.w)
+
+
+def test_a_model_that_uses_the_market_gets_the_days_vector(tmp_path):
+    data = FakeDataset()
+    for record in data.records:
+        record.market = np.array([record.t / 100, 1.0], dtype=np.float32)
+    model = MarketReader()
+    fit(model, data, None, config(max_epochs=1), tmp_path)
+    seen = {round(float(m[0]) * 100) for m in model.markets}
+    assert seen == set(range(40)) and all(m.shape == (2,) for m in model.markets)
 
 
 def test_average_state_dicts_and_daily_ic():

@@ -120,7 +120,8 @@ class Market:
     ``universe_members`` keeps the full member list, including members that have
     no bars (delisted names missing from the data source).
     ``shares`` (total shares by instrument, may be partial) feeds market caps;
-    ``benchmark`` is the benchmark index close on the calendar, if known.
+    ``benchmark`` is the benchmark index close on the calendar, if known;
+    ``benchmark_volume`` its traded volume, where the data has it.
     ``kind`` is the market whose symbols and trading rules apply: ``cn``
     (A-shares) or ``generic`` (any other); ``kind_inferred`` says it was
     inferred from the symbols (``data.market: auto``).
@@ -132,6 +133,7 @@ class Market:
     shares: pd.Series | None = None
     benchmark: pd.Series | None = None
     name: str = "market"
+    benchmark_volume: pd.Series | None = None
     kind: str = "cn"
     kind_inferred: bool = False
 

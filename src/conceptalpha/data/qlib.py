@@ -294,9 +294,10 @@ def load_qlib(
       all NaN, unless ``vwap_proxy`` is set: then vwap := (high + low + close) / 3
       (the "typical price", a proxy, not a traded average price). A real vwap
       field always wins over the proxy.
-    - ``benchmark``: symbol whose ``close`` becomes ``Market.benchmark``; it is
-      never a panel instrument. The market's default (``SH000300`` for cn, none
-      for generic) may be absent from the data; a benchmark named here must exist.
+    - ``benchmark``: symbol whose ``close`` becomes ``Market.benchmark`` (and whose
+      ``volume``, if present, ``Market.benchmark_volume``); it is never a panel
+      instrument. The market's default (``SH000300`` for cn, none for generic)
+      may be absent from the data; a benchmark named here must exist.
     - ``market``: ``cn``, ``generic`` or ``auto`` (from the instruments file's
       symbols); the result is ``Market.kind``.
     """
@@ -334,10 +335,13 @@ def load_qlib(
         )
     panel = BarPanel(calendar, with_bars, {name: arrays[name] for name in names})
 
-    bench = None
+    bench, bench_volume = None, None
     if bench_symbol is not None and bench_symbol in folders:
         close = _read_field("close", [folders[bench_symbol]], len(full_calendar))[window, 0]
         bench = pd.Series(close, index=calendar.dates, name=bench_symbol)
+        if "volume" in _fields_present([folders[bench_symbol]]):
+            volume = _read_field("volume", [folders[bench_symbol]], len(full_calendar))[window, 0]
+            bench_volume = pd.Series(volume, index=calendar.dates, name=bench_symbol)
     elif bench_symbol is not None and benchmark != MARKET_DEFAULT:
         raise DataError(root / "features", f"benchmark {benchmark!r}: no feature folder {bench_symbol.lower()}/ (or any case of it)")
     return Market(
@@ -346,6 +350,7 @@ def load_qlib(
         universe_members=members,
         benchmark=bench,
         name=universe,
+        benchmark_volume=bench_volume,
         kind=kind,
         kind_inferred=market == "auto",
     )

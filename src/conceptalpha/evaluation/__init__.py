@@ -8,6 +8,8 @@
 - :mod:`~conceptalpha.evaluation.market_rules`: trading rules per market
   (A-share price limits by board and date; generic markets without limits).
 - :mod:`~conceptalpha.evaluation.report`: the self-contained HTML report.
+- :mod:`~conceptalpha.evaluation.diagnostics`: seed ensembles, IC by year, HIST's
+  part shares and attention entropy, both strategies with break-even costs.
 - :mod:`~conceptalpha.evaluation.export`: Qlib ``pred.pkl`` and alphalens factor.
 """
 

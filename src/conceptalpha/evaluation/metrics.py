@@ -17,6 +17,10 @@ Definitions (per day d, over the valid rows of d):
 
 - IC_d = Pearson(score, label); RankIC_d = Spearman(score, label) = Pearson
   of the average ranks (ties share their mean rank, as ``scipy.stats.spearmanr``).
+- IC against the rank-normalised label (the HIST paper's measure, ``method="rank_label"``):
+  Pearson(score, (rank_pct(label) − 0.5)·3.46), the label the models train on
+  with ``label_norm: rank``. It is the Pearson of the score with the label's
+  ranks: between IC and RankIC, and not what a portfolio earns.
 - ICIR = mean(IC_d) / std(IC_d) (sample std, ddof=1); t-stat = ICIR·√n_days.
 - Top k: the k highest scores; ties broken by instrument name (ascending) so
   results are deterministic; a day with fewer than k valid rows uses all of them.
@@ -40,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from conceptalpha.errors import UserError
+from conceptalpha.features.processors import cs_rank
 
 TOP_KS = (1, 3, 5, 10, 20, 30, 50, 100)
 """The k of precision@k / recall@k reported by default (SPEC §7)."""
@@ -81,16 +86,23 @@ def _with_ranks(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(score_rank=by_day["score"].rank(method="average"), label_rank=by_day["label"].rank(method="average"))
 
 
+IC_NAMES = {"pearson": "ic", "spearman": "rank_ic", "rank_label": "rank_label_ic"}
+
+
 def daily_ic(pred: pd.DataFrame, method: str = "pearson") -> pd.Series:
-    """Daily IC series indexed by datetime: Pearson (``"pearson"``) or Spearman (``"spearman"``, RankIC)."""
+    """Daily IC series indexed by datetime: Pearson (``"pearson"``), Spearman (``"spearman"``, RankIC)
+    or Pearson against the rank-normalised label (``"rank_label"``, the HIST paper's IC)."""
     frame = prediction_frame(pred)
     if method == "pearson":
         ic = _pearson_by_day(frame, "score", "label")
     elif method == "spearman":
         ic = _pearson_by_day(_with_ranks(frame), "score_rank", "label_rank")
+    elif method == "rank_label":
+        ranked = frame.assign(label=cs_rank(frame["label"].to_numpy(), frame["datetime"].to_numpy()).astype("float64"))
+        ic = _pearson_by_day(ranked, "score", "label")
     else:
-        raise UserError(f"IC method must be 'pearson' or 'spearman', got {method!r}")
-    return _all_days(frame, ic).rename("rank_ic" if method == "spearman" else "ic")
+        raise UserError(f"IC method must be one of {sorted(IC_NAMES)}, got {method!r}")
+    return _all_days(frame, ic).rename(IC_NAMES[method])
 
 
 def _all_days(frame: pd.DataFrame, series: pd.Series) -> pd.Series:

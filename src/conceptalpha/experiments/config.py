@@ -90,6 +90,8 @@ class FeaturesSection(Strict):
     feature_set: Literal["alpha360", "alpha158"] = "alpha360"
     label: str = "t+1->t+2"
     label_norm: Literal["rank", "zscore"] = "rank"
+    window: int | None = Field(None, ge=1, description="Alpha158 only: each row stacks the stock's last `window` days of Alpha158 rows.")
+    market_context: bool = Field(False, description="Add the day's market vector (index and cross-section state).")
 
 
 class Segments(Strict):

@@ -11,7 +11,7 @@ import yaml
 from conceptalpha.errors import UserError
 from conceptalpha.experiments.config import validate_config
 from conceptalpha.experiments.orchestrate import job_dir, windows
-from conceptalpha.experiments.runner import build_window_dataset, explain_day, load_inputs
+from conceptalpha.experiments.runner import build_neural_model, build_window_dataset, explain_day, load_inputs
 from conceptalpha.io import atomic_path
 
 
@@ -64,7 +64,7 @@ def _window_for(config, when: pd.Timestamp) -> int:
 
 
 def _score_day(inputs, dataset, entry, job: Path, day) -> pd.DataFrame:
-    from conceptalpha.models.registry import build_model, get_model_spec
+    from conceptalpha.models.registry import get_model_spec
 
     spec = get_model_spec(entry.name)
     frame = pd.DataFrame({"instrument": day.instruments})
@@ -81,14 +81,15 @@ def _score_day(inputs, dataset, entry, job: Path, day) -> pd.DataFrame:
         best = job / "best.pt"
         if not best.exists():
             raise UserError(f"{best} is missing: was {entry.name} trained in this run?")
-        model = build_model(entry.name, d_feat=dataset.d_feat, seq_len=dataset.seq_len, **entry.params)
+        model = build_neural_model(entry, dataset)
         model.load_state_dict(torch.load(best, map_location="cpu", weights_only=True))
         model.eval()
         if hasattr(model, "explain"):
             frame = pd.concat([frame, explain_day(model, inputs, day).drop(columns=["instrument"])], axis=1)
         else:
+            market = {"market": torch.from_numpy(day.market)} if spec.uses_market else {}
             with torch.no_grad():
-                frame["score"] = model(torch.from_numpy(day.x)).numpy()
+                frame["score"] = model(torch.from_numpy(day.x), **market).numpy()
     frame.insert(0, "date", day.date.date())
     frame = frame.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
     frame.insert(0, "rank", np.arange(1, len(frame) + 1))

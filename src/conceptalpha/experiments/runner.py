@@ -63,6 +63,10 @@ def load_inputs(config: ExperimentConfig) -> Inputs:
     """Load the market (synthetic or from files), apply a derived universe, build the concept graph."""
     market, tables, oracle, notes = _market_and_concept_tables(config)
     market = _apply_derived_universe(config, market, notes)
+    if config.features.market_context:
+        from conceptalpha.features.market_context import context_notes
+
+        notes.extend(context_notes(market))
     has_bars = np.isfinite(market.panel.field("close"))
     graph = build_concept_graph(tables, market.universe, has_bars=has_bars, min_members=config.concepts.min_members)
     return Inputs(market, graph, oracle, notes)
@@ -134,6 +138,8 @@ def build_window_dataset(inputs: Inputs, config: ExperimentConfig, segments: dic
         label=config.features.label,
         label_norm=config.features.label_norm,
         segments=segments,
+        market_context=config.features.market_context,
+        window=config.features.window if (feature_set or config.features.feature_set) == "alpha158" else None,
     )
     return build_dataset(inputs.market, ds_cfg, cache_dir=cache_dir(config))
 
@@ -155,9 +161,17 @@ def trainer_config(config: ExperimentConfig, entry, seed: int, spec) -> Any:
         raise UserError(f"trainer settings for {entry.name}: {err.errors()[0]['loc'][0]}: {err.errors()[0]['msg']}") from None
 
 
+def build_neural_model(entry, dataset) -> Any:
+    """A neural model for the dataset's features (and its market vector, for a model that reads one), seeded by the caller."""
+    from conceptalpha.models.registry import build_model, get_model_spec
+
+    market = {"d_market": dataset.d_market} if get_model_spec(entry.name).uses_market else {}
+    return build_model(entry.name, d_feat=dataset.d_feat, seq_len=dataset.seq_len, **{**entry.params, **market})
+
+
 def run_one(inputs: Inputs, dataset, segments: dict, config: ExperimentConfig, entry, seed: int, job_dir: Path, resume: bool) -> dict:
     """Train one model with one seed; returns predictions (valid+test), explanations, timing."""
-    from conceptalpha.models.registry import build_model, get_model_spec
+    from conceptalpha.models.registry import get_model_spec
 
     spec = get_model_spec(entry.name)
     if entry.features and entry.features != config.features.feature_set:
@@ -173,7 +187,7 @@ def run_one(inputs: Inputs, dataset, segments: dict, config: ExperimentConfig, e
         from conceptalpha.training.trainer import fit, predict
 
         set_seed(seed)  # weights are drawn at construction: seed first, or runs differ
-        model = build_model(entry.name, d_feat=dataset.d_feat, seq_len=dataset.seq_len, **entry.params)
+        model = build_neural_model(entry, dataset)
         tcfg = trainer_config(config, entry, seed, spec)
         membership = inputs.membership if spec.uses_concepts else None
         fit(model, dataset, membership, tcfg, job_dir, resume=resume)
@@ -200,7 +214,8 @@ def explain_day(model, inputs: Inputs, day) -> pd.DataFrame:
     """One day's scores split into predefined / hidden / individual parts (they sum to score − bias).
 
     ``top_concepts`` lists the stock's most attended predefined concepts with their
-    attention weight; ``hidden_neighbours`` the stocks it shares a hidden concept with.
+    attention weight; ``attention_entropy(_norm)`` the entropy of that attention (see
+    ``HISTExplanation``); ``hidden_neighbours`` the stocks it shares a hidden concept with.
     """
     import torch
 
@@ -221,6 +236,8 @@ def explain_day(model, inputs: Inputs, day) -> pd.DataFrame:
             "part_hidden": frame["hidden"],
             "part_individual": frame["individual"],
             "bias": frame["bias"],
+            "attention_entropy": frame["attention_entropy"],
+            "attention_entropy_norm": frame["attention_entropy_norm"],
             "top_concept": [links[0][0] if links else None for links in frame["top_concepts"]],
             "top_concepts": [_pairs(links, "{:.3g}") for links in frame["top_concepts"]],
             "hidden_neighbours": [_pairs(links, "{:.2f}") for links in frame["hidden_neighbours"]],

@@ -7,6 +7,13 @@ stock, its label is still defined by prices). Per row:
 - ``x``: Alpha360 as [T=60, F=6] (oldest day first; built on the fly from the
   [D, N, 6] bar array, exactly the table's values) or Alpha158 as [158], then
   the robust z-score fitted on the train segment's rows, clipped, missing → 0.
+  With ``window: T`` (Alpha158 only) a row is the stock's last T days of
+  Alpha158 rows, [T, 158], oldest first; a day without a bar (or before the
+  data) is all zeros. The earlier days' rows are computed for every stock
+  with a bar then, member or not, and use nothing after their own day.
+- ``market`` (``market_context: true``): the day's market vector [M]
+  (:mod:`~conceptalpha.features.market_context`), robust z-scored on the
+  train segment's days, clipped, missing → 0; the same for every stock.
 - ``y_raw``: the label (:mod:`~conceptalpha.features.labels`), for evaluation.
 - ``y_train``: y_raw, purged (NaN) where the label reaches past its segment's
   last day (so no training label depends on validation/test prices), then
@@ -29,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from tqdm import tqdm
 
 from conceptalpha.data.calendar import Calendar
@@ -38,6 +45,7 @@ from conceptalpha.errors import UserError
 from conceptalpha.features import alpha
 from conceptalpha.features.daydata import DayData
 from conceptalpha.features.labels import DEFAULT_LABEL, LabelSpec, parse_label, raw_label
+from conceptalpha.features.market_context import market_context
 from conceptalpha.features.processors import LABEL_NORMS, RobustZScore, normalize_labels
 from conceptalpha.io import atomic_path
 
@@ -60,6 +68,8 @@ class DatasetConfig(BaseModel):
     label_norm: str = "rank"
     feature_clip: float = Field(3.0, gt=0)
     purge_labels: bool = True  # drop training labels that reach past their segment's end
+    window: int | None = Field(None, ge=1)  # Alpha158 only: stack the last `window` days' rows
+    market_context: bool = False  # add the day's market vector
 
     @field_validator("feature_set")
     @classmethod
@@ -77,6 +87,14 @@ class DatasetConfig(BaseModel):
         if v not in LABEL_NORMS:
             raise UserError(f"unknown label_norm {v!r}; expected one of {', '.join(LABEL_NORMS)}")
         return v
+
+    @model_validator(mode="after")
+    def _window_needs_flat_features(self) -> "DatasetConfig":
+        if self.window is not None and self.feature_set != "alpha158":
+            raise UserError(
+                f"window: {self.window} stacks Alpha158 rows; feature_set {self.feature_set!r} is already a sequence"
+            )
+        return self
 
     @field_validator("segments")
     @classmethod
@@ -97,6 +115,7 @@ class DailyDataset:
                  cache_key: str, fields: np.ndarray | None):
         self.config = config
         self.label = config.label
+        self.label_norm = config.label_norm
         self.feature_set = config.feature_set
         self.feature_names = alpha.feature_names(config.feature_set)
         self.calendar = calendar
@@ -110,7 +129,16 @@ class DailyDataset:
 
     @property
     def seq_len(self) -> int | None:
-        return alpha.ALPHA360_LAGS if self.feature_set == "alpha360" else None
+        return alpha.ALPHA360_LAGS if self.feature_set == "alpha360" else self.config.window
+
+    @property
+    def market_names(self) -> list[str]:
+        """Names of the market vector's entries (empty without ``market_context``)."""
+        return [str(name) for name in self._arrays.get("market_names", [])]
+
+    @property
+    def d_market(self) -> int:
+        return len(self.market_names)
 
     @property
     def d_feat(self) -> int:
@@ -158,9 +186,12 @@ class DailyDataset:
             y_train=a["y_train"][rows],
             y_raw=a["y_raw"][rows],
             market_cap=a["market_cap"][rows],
+            market=a["market"][t] if "market" in a else None,
         )
 
     def _features(self, rows: slice) -> np.ndarray:
+        if "window_rows" in self._arrays:
+            return stack_windows(self._arrays["x"], self._arrays["window_rows"][rows])
         if self._fields is None:
             return np.ascontiguousarray(self._arrays["x"][rows])  # stored column-major
         a = self._arrays
@@ -233,12 +264,64 @@ def _build_arrays(market: Market, config: DatasetConfig, spec: LabelSpec, segmen
     }
     if fields is not None:
         normalizer = _fit_alpha360(fields, t[is_train], i[is_train], config.feature_clip)
-    else:
+    elif config.window is None:
         x = alpha.feature_rows(market.panel, "alpha158", t, i, progress=True)
         normalizer = RobustZScore.fit(x[is_train], config.feature_clip)
         arrays["x"] = normalizer.transform(x)
+    else:
+        history_t, history_i, arrays["window_rows"] = window_rows(market, t, i, config.window)
+        x = alpha.feature_rows(market.panel, "alpha158", np.concatenate([t, history_t]),
+                               np.concatenate([i, history_i]), progress=True, start=int(t.min()))
+        normalizer = RobustZScore.fit(x[: len(t)][is_train], config.feature_clip)
+        arrays["x"] = normalizer.transform(x)
     arrays["median"], arrays["scale"] = normalizer.median, normalizer.scale
+    if config.market_context:
+        arrays.update(_market_arrays(market, train, config.feature_clip))
     return arrays
+
+
+def window_rows(market: Market, t: np.ndarray, i: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows a ``window``-day stack of the rows (t, i) reads.
+
+    Returns (history_t, history_i, index [R, window]): the extra rows — days
+    within ``window − 1`` days before a row's day on which its stock has a close
+    and which are not rows themselves — and, per row, the positions of its
+    window's rows (oldest first) in the concatenation rows ++ history rows,
+    −1 where the stock has no close that day or the day is before the data.
+    """
+    d, n = market.panel.shape
+    is_row = np.zeros((d, n), dtype=bool)
+    is_row[t, i] = True
+    needed = np.zeros((d, n), dtype=bool)
+    for lag in range(1, window):
+        needed[:-lag] |= is_row[lag:]
+    needed &= ~is_row & np.isfinite(market.panel.field("close"))
+    history_t, history_i = np.nonzero(needed)
+    position = np.full((d, n), -1, dtype=np.int64)
+    position[t, i] = np.arange(len(t))
+    position[history_t, history_i] = len(t) + np.arange(len(history_t))
+    days = t[:, None] + np.arange(1 - window, 1)[None, :]  # [R, window], oldest first
+    index = np.where(days >= 0, position[np.maximum(days, 0), i[:, None]], -1)
+    return history_t.astype(np.int64), history_i.astype(np.int64), index
+
+
+def stack_windows(x: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Rows x [R', F] gathered by ``index`` [n, T] → [n, T, F] float32; index −1 gives a row of zeros."""
+    out = x[np.maximum(index, 0)]
+    out[index < 0] = 0.0
+    return out
+
+
+def _market_arrays(market: Market, train: slice, clip: float) -> dict[str, np.ndarray]:
+    """The market vector of every day [D, M], normalised on the train segment's days."""
+    context = market_context(market)
+    normalizer = RobustZScore.fit(context.values[train], clip)
+    return {
+        "market": normalizer.transform(context.values),
+        "market_median": normalizer.median,
+        "market_scale": normalizer.scale,
+        "market_names": np.array(context.names),
+    }
 
 
 def _fit_alpha360(fields: np.ndarray, t: np.ndarray, i: np.ndarray, clip: float) -> RobustZScore:
@@ -254,11 +337,34 @@ def _cache_key(market: Market, config: DatasetConfig, segment_days: dict[str, sl
     dates = market.calendar.dates
     material = {
         "version": CACHE_VERSION,
-        "config": config.model_dump(),
+        "config": _keyed_config(config),
         "segment_days": {k: [str(dates[s.start].date()), str(dates[s.stop - 1].date())] for k, s in segment_days.items()},
         "data": market_digest(market, caps),
     }
+    if config.market_context:
+        material["benchmark"] = benchmark_digest(market)
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _keyed_config(config: DatasetConfig) -> dict:
+    """The config as the cache key sees it: options added later count only when set, so older caches stay valid."""
+    dumped = config.model_dump()
+    for name in ("window", "market_context"):
+        if dumped[name] == DatasetConfig.model_fields[name].default:
+            del dumped[name]
+    return dumped
+
+
+def benchmark_digest(market: Market) -> str:
+    """Content hash of the benchmark index close and volume (what the market context reads besides the panel)."""
+    h = hashlib.blake2b(digest_size=20)
+    for series in (market.benchmark, market.benchmark_volume):
+        if series is None:
+            h.update(b"none")
+        else:
+            h.update(pd.DatetimeIndex(series.index).asi8.tobytes())
+            h.update(np.ascontiguousarray(series.to_numpy(dtype=np.float64)).tobytes())
+    return h.hexdigest()
 
 
 def market_digest(market: Market, caps: np.ndarray) -> str:

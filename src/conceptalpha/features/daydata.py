@@ -24,6 +24,7 @@ class DayData:
     - ``y_raw``: raw label [N] (NaN where missing) — evaluation uses only this.
     - ``market_cap``: [N] float32, total shares × raw close (or the size proxy).
     - ``instruments``: [N] canonical symbols.
+    - ``market``: the day's market vector [M] float32, or None when the dataset has no market context.
     """
 
     t: int
@@ -33,6 +34,7 @@ class DayData:
     y_train: np.ndarray
     y_raw: np.ndarray
     market_cap: np.ndarray
+    market: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -50,6 +52,7 @@ class DayDataset(Protocol):
     """What the trainer needs from a dataset."""
 
     label: str  # label protocol id, e.g. "t+1->t+2"
+    label_norm: str  # how training labels are normalised per day ("rank" or "zscore")
 
     def days(self, segment: str) -> list[int]:
         """Trading-day indices of a segment ("train", "valid", "test"), in date order."""

@@ -89,6 +89,25 @@ def normalize_labels(y: np.ndarray, day: np.ndarray, how: str) -> np.ndarray:
     raise UserError(f"unknown label normalisation {how!r}; expected one of {', '.join(LABEL_NORMS)}")
 
 
+def drop_extreme_labels(y: np.ndarray, share: float, how: str) -> np.ndarray:
+    """One day's labels [N] without the ``share`` most extreme, normalised again.
+
+    Of the n present labels, the ⌊n·share/2⌋ lowest and as many highest become
+    NaN (ties broken by position); the rest are normalised again with ``how``.
+    Labels the dataset already normalised monotonically give the same result
+    as normalising the kept raw labels.
+    """
+    present = np.flatnonzero(~np.isnan(y))
+    per_tail = int(len(present) * share / 2)
+    if per_tail == 0:
+        return y
+    order = present[np.argsort(y[present], kind="stable")]
+    kept = y.astype(np.float32, copy=True)
+    kept[order[:per_tail]] = np.nan
+    kept[order[-per_tail:]] = np.nan
+    return normalize_labels(kept, np.zeros(len(y), dtype=np.int64), how)
+
+
 def drop_missing(y: np.ndarray) -> np.ndarray:
     """Indices of the rows whose label is present (training drops the rest)."""
     return np.flatnonzero(~np.isnan(y))

@@ -85,6 +85,11 @@ class HISTExplanation:
     attention weight β_ik (``top_concept_weights``), −1 where fewer concepts exist;
     ``hidden_neighbours`` [N, K] are the other stocks (row indices) each stock
     links to in the hidden-concept module with cosine ``hidden_similarity``.
+    ``attention_entropy`` [N] is H_i = −Σ_k β_ik log β_ik over the concepts the
+    stock attended (all of the day's concepts, or its own with
+    ``concept_attention="members"``); ``attention_entropy_norm`` = H_i / log n_i
+    with n_i that count: 1 = flat attention, 0 = all on one concept; NaN where
+    n_i < 2 (nothing to spread over).
     """
 
     prediction: torch.Tensor
@@ -96,6 +101,8 @@ class HISTExplanation:
     top_concept_weights: torch.Tensor
     hidden_neighbours: torch.Tensor
     hidden_similarity: torch.Tensor
+    attention_entropy: torch.Tensor
+    attention_entropy_norm: torch.Tensor
 
     def to_frame(self, instruments=None, concept_names=None):
         """A DataFrame with one row per stock; names replace indices when given."""
@@ -116,6 +123,8 @@ class HISTExplanation:
                 "hidden": self.hidden.numpy(),
                 "individual": self.individual.numpy(),
                 "bias": self.bias,
+                "attention_entropy": self.attention_entropy.numpy(),
+                "attention_entropy_norm": self.attention_entropy_norm.numpy(),
             }
         )
         frame["top_concepts"] = [
@@ -401,14 +410,17 @@ class HIST(nn.Module):
         """Split each prediction into predefined-concept, hidden-concept and individual parts.
 
         ŷ_i = w·p_fore_i + w·q_fore_i + w·r_fore_i + b (the output layer is linear),
-        plus each stock's ``top`` predefined concepts by β_ik and its hidden-concept neighbours.
+        plus each stock's ``top`` predefined concepts by β_ik, the entropy of its β_i·
+        and its hidden-concept neighbours.
         """
         parts = self.parts(self.encode(x), membership, market_cap)
         links = membership_links(membership, parts.encoding.shape[0], parts.encoding.device)
         w, b = self.fc_out.weight[0], self.fc_out.bias[0]
         predefined, hidden, individual = parts.p_fore @ w, parts.q_fore @ w, parts.r_fore @ w
         prediction = self.fc_out(parts.p_fore + parts.q_fore + parts.r_fore).reshape(-1)
-        top_ids, top_weights = self._top_concepts(parts, links, top)
+        beta, attended = self._attention(parts, links)
+        top_ids, top_weights = _top_concepts(beta, parts.concept_ids, top)
+        entropy, entropy_norm = attention_entropy(beta, attended)
         neighbours = parts.hidden_links
         neighbour_similarity = (unit_rows(parts.residual_h)[:, None, :] * unit_rows(parts.residual_h)[neighbours]).sum(-1)
         return HISTExplanation(
@@ -421,23 +433,43 @@ class HIST(nn.Module):
             top_concept_weights=top_weights.cpu(),
             hidden_neighbours=neighbours.cpu(),
             hidden_similarity=neighbour_similarity.cpu(),
+            attention_entropy=entropy.cpu(),
+            attention_entropy_norm=entropy_norm.cpu(),
         )
 
-    def _top_concepts(self, parts: HISTParts, links: ConceptLinks, top: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each stock's ``top`` concepts by the β its forward pass used: original ids (−1 pad) and weights."""
-        n = parts.encoding.shape[0]
-        ids = torch.full((n, top), -1, dtype=torch.long, device=parts.encoding.device)
-        weights = torch.zeros(n, top, device=parts.encoding.device)
-        kept = min(top, len(parts.concept_ids))
-        if kept:
-            e, u = parts.encoding, parts.concept_vectors
-            if self.concept_attention == "all":
-                beta = torch.softmax(unit_rows(e) @ unit_rows(u).T, dim=1)
-            else:  # explanation only, not the training path: a dense [N, C'] view is fine here
-                rows, cols, member_beta = member_attention(e, u, links, parts.concept_ids)
-                beta = e.new_zeros(n, len(parts.concept_ids)).index_put_((rows, cols), member_beta)
-            best = beta.topk(kept, dim=1)
-            real = best.values > 0
-            ids[:, :kept] = torch.where(real, parts.concept_ids[best.indices], -1)
-            weights[:, :kept] = best.values
-        return ids, weights
+    def _attention(self, parts: HISTParts, links: ConceptLinks) -> tuple[torch.Tensor, torch.Tensor]:
+        """The β [N, C'] the forward pass used (a dense view: explanation only, not the training path)
+        and how many concepts each stock attended over [N]."""
+        e, u, n = parts.encoding, parts.concept_vectors, parts.encoding.shape[0]
+        if self.concept_attention == "all":
+            beta = torch.softmax(unit_rows(e) @ unit_rows(u).T, dim=1) if len(u) else e.new_zeros(n, 0)
+            return beta, torch.full((n,), len(u), dtype=torch.long, device=e.device)
+        rows, cols, member_beta = member_attention(e, u, links, parts.concept_ids)
+        beta = e.new_zeros(n, len(parts.concept_ids)).index_put_((rows, cols), member_beta)
+        return beta, torch.bincount(rows, minlength=n)
+
+
+def _top_concepts(beta: torch.Tensor, concept_ids: torch.Tensor, top: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each stock's ``top`` concepts by β [N, C']: original ids (−1 pad) and weights."""
+    n = beta.shape[0]
+    ids = torch.full((n, top), -1, dtype=torch.long, device=beta.device)
+    weights = torch.zeros(n, top, device=beta.device)
+    kept = min(top, len(concept_ids))
+    if kept:
+        best = beta.topk(kept, dim=1)
+        real = best.values > 0
+        ids[:, :kept] = torch.where(real, concept_ids[best.indices], -1)
+        weights[:, :kept] = best.values
+    return ids, weights
+
+
+def attention_entropy(beta: torch.Tensor, attended: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entropy H_i = −Σ_k β_ik log β_ik of each row of β [N, C] (0·log 0 = 0) and H_i / log n_i.
+
+    ``attended`` [N] is n_i, the number of concepts row i's softmax ran over.
+    H is NaN where n_i = 0; the normalised entropy (1 = uniform, 0 = one-hot)
+    is NaN where n_i < 2.
+    """
+    entropy = -torch.special.xlogy(beta, beta).sum(1)
+    log_attended = torch.log(attended.to(entropy.dtype))
+    return torch.where(attended > 0, entropy, torch.nan), torch.where(attended > 1, entropy / log_attended, torch.nan)

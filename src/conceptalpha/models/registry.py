@@ -20,6 +20,7 @@ from conceptalpha.errors import UserError
 from conceptalpha.models.gats import GATs
 from conceptalpha.models.gbdt import ALPHA158_PARAMS, LightGBMModel, resolve_params
 from conceptalpha.models.hist import HIST
+from conceptalpha.models.master import MASTER
 from conceptalpha.models.mlp import MLP
 from conceptalpha.models.rnn import ALSTM, RNNModel
 from conceptalpha.models.sfm import SFM
@@ -40,6 +41,7 @@ class ModelSpec:
     paper: str
     trainer_defaults: dict[str, Any] = field(default_factory=dict)
     summary: str = ""
+    uses_market: bool = False  # reads the day's market vector: built with d_market, given forward(..., market=)
 
 
 def _build_mlp(d_feat: int, seq_len: int | None, **hp: Any) -> MLP:
@@ -184,6 +186,25 @@ MODELS: dict[str, ModelSpec] = {
             uses_concepts=True,
             paper="Xu et al. 2021, HIST: A Graph-based Framework for Stock Trend Forecasting via Mining Concept-Oriented Shared Information (arXiv 2110.13716)",
             summary="GRU encoder + predefined-concept, hidden-concept and individual modules",
+        ),
+        ModelSpec(
+            name="MASTER",
+            build=_sequence_builder(MASTER),
+            kind="neural",
+            defaults={
+                "d_market": None,
+                "hidden_size": 256,
+                "temporal_heads": 4,
+                "stock_heads": 2,
+                "dropout": 0.5,
+                "beta": 5.0,
+            },
+            input="sequence",
+            uses_concepts=False,
+            uses_market=True,
+            paper="Li et al. 2024, MASTER: Market-Guided Stock Transformer for Stock Price Forecasting (AAAI; arXiv 2312.15235)",
+            trainer_defaults={"lr": 1e-5, "max_epochs": 40, "patience": 10},
+            summary="market-gated features, attention over each stock's days, then across stocks per day, last-day-query pooling",
         ),
         ModelSpec(
             name="LightGBM",

@@ -13,7 +13,13 @@ and day-shuffling RNG states, history, the recent weights, the best weights.
 Model interface: ``forward(x, membership, market_cap) -> [N]``; optional
 ``forward_days(xs, memberships, market_caps)`` (several days, one encoder pass),
 ``training_loss(batch: dict) -> Tensor`` (replaces MSE during training) and
-``on_epoch_end()``.
+``on_epoch_end()``. A model with ``uses_market = True`` is also given the day's
+market vector [M] as ``forward(..., market=m)`` (the dataset's market context).
+
+``drop_extreme_labels`` (training days only): the share q of each day's most
+extreme training labels, half from each tail, is dropped and the remaining
+labels are normalised again as the dataset normalised them (MASTER's protocol);
+validation scoring and predictions never see this.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from tqdm.auto import tqdm
 from conceptalpha.concepts.graph import sparse_to_torch
 from conceptalpha.errors import UserError
 from conceptalpha.features.daydata import DayData, DayDataset
+from conceptalpha.features.processors import drop_extreme_labels
 from conceptalpha.io import atomic_path, write_json
 from conceptalpha.training.seed import resolve_device, set_seed
 
@@ -69,6 +76,7 @@ class TrainerConfig(BaseModel):
     show_progress: bool = True
     weight_decay: float = Field(0.0, ge=0)
     select_on: Literal["raw", "train"] = "raw"
+    drop_extreme_labels: float = Field(0.0, ge=0, lt=1)
 
 
 @dataclass
@@ -93,6 +101,7 @@ class DayBatch:
     market_cap: torch.Tensor
     y: torch.Tensor  # training label, NaN where missing
     y_raw: np.ndarray
+    market: torch.Tensor | None = None  # the day's market vector [M]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -102,6 +111,7 @@ class DayBatch:
             "y": self.y,
             "t": self.t,
             "instruments": self.instruments,
+            "market": self.market,
         }
 
 
@@ -123,7 +133,16 @@ class DayLoader:
             market_cap=torch.from_numpy(np.asarray(day.market_cap, dtype=np.float32)).to(self.device),
             y=torch.from_numpy(np.asarray(day.y_train, dtype=np.float32)).to(self.device),
             y_raw=np.asarray(day.y_raw),
+            market=None if day.market is None else torch.from_numpy(np.asarray(day.market, dtype=np.float32)).to(self.device),
         )
+
+    def training_batch(self, t: int, drop_extreme: float) -> DayBatch:
+        """The day's batch for a training step, without its ``drop_extreme`` share of most extreme labels."""
+        batch = self(t)
+        if drop_extreme > 0:
+            kept = drop_extreme_labels(batch.y.cpu().numpy(), drop_extreme, self.dataset.label_norm)
+            batch.y = torch.from_numpy(kept).to(self.device)
+        return batch
 
     def _day_membership(self, day: DayData) -> torch.Tensor | None:
         if self.membership is None:
@@ -171,7 +190,9 @@ def _load_checkpoint(path: Path, config: TrainerConfig, model, optimizer, shuffl
     except Exception as exc:
         raise UserError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
     saved, wanted = payload["config"], config.model_dump()
-    changed = sorted(k for k in wanted if k not in RESUMABLE_CHANGES and saved.get(k) != wanted[k])
+    # an option added after the checkpoint was written ran at its default
+    saved = {k: saved.get(k, TrainerConfig.model_fields[k].default) for k in wanted}
+    changed = sorted(k for k in wanted if k not in RESUMABLE_CHANGES and saved[k] != wanted[k])
     if changed:
         diffs = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {wanted[k]!r}" for k in changed)
         raise UserError(f"{path}: cannot resume, the training config differs ({diffs})")
@@ -214,7 +235,14 @@ def _predict_days(model: nn.Module, batches: list[DayBatch]) -> list[torch.Tenso
         return model.forward_days(
             [b.x for b in batches], [b.membership for b in batches], [b.market_cap for b in batches]
         )
-    return [model(b.x, b.membership, b.market_cap) for b in batches]
+    return [_forward(model, b) for b in batches]
+
+
+def _forward(model: nn.Module, b: DayBatch) -> torch.Tensor:
+    """The model's scores [N] for one day (with the market vector for a model that uses it)."""
+    if getattr(model, "uses_market", False):
+        return model(b.x, b.membership, b.market_cap, market=b.market)
+    return model(b.x, b.membership, b.market_cap)
 
 
 def _step_loss(model: nn.Module, batches: list[DayBatch]) -> torch.Tensor:
@@ -234,7 +262,7 @@ def _train_epoch(model, optimizer, load: DayLoader, order: np.ndarray, config: T
     losses = []
     steps = range(0, len(order), config.days_per_step)
     for start in tqdm(steps, desc=f"epoch {epoch}", leave=False, disable=not config.show_progress):
-        batches = [load(int(t)) for t in order[start : start + config.days_per_step]]
+        batches = [load.training_batch(int(t), config.drop_extreme_labels) for t in order[start : start + config.days_per_step]]
         batches = [b for b in batches if torch.isfinite(b.y).any()]
         if not batches:
             continue
@@ -260,7 +288,7 @@ def _scored_days(model: nn.Module, load: DayLoader, days: Sequence[int]) -> Iter
     model.eval()
     for t in days:
         b = load(t)
-        yield b, model(b.x, b.membership, b.market_cap).cpu().numpy() if len(b.x) else np.zeros(0)
+        yield b, _forward(model, b).cpu().numpy() if len(b.x) else np.zeros(0)
 
 
 def _mean_valid_ic(model: nn.Module, load: DayLoader, days: Sequence[int], select_on: str) -> float:
@@ -294,6 +322,8 @@ def fit(
     train_days, valid_days = list(dataset.days("train")), list(dataset.days("valid"))
     if not train_days or not valid_days:
         raise UserError(f"training needs train and valid days; got {len(train_days)} and {len(valid_days)}")
+    if config.drop_extreme_labels > 0 and not hasattr(dataset, "label_norm"):
+        raise UserError("trainer.drop_extreme_labels needs a dataset that names its label normalisation (label_norm)")
     device = resolve_device(config.device)
     model.to(device)
     fused = device.type in ("cpu", "cuda")  # one kernel for all parameters, not a dozen small operations each
