@@ -126,7 +126,10 @@ def main() -> None:
             "RankIC": float(ours["rank_ic"].mean()),
         },
     }
-    for name, config in {"topk30": BacktestConfig(topk=30), "topk_dropout_50_5": BacktestConfig(strategy="topk_dropout", topk=50, n_drop=5)}.items():
+    same_as_qlib = dict(limit_threshold=0.095)  # Qlib's one limit for every stock, not our A-share board rules
+    configs = {"topk30": BacktestConfig(topk=30, **same_as_qlib),
+               "topk_dropout_50_5": BacktestConfig(strategy="topk_dropout", topk=50, n_drop=5, **same_as_qlib)}
+    for name, config in configs.items():
         seconds, run = best_of(args.repeat, lambda: backtest(pred, market, config))
         net, gross = run.summary(True), run.summary(False)
         result[f"backtest_{name}"] = {

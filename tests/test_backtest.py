@@ -14,6 +14,7 @@ from conceptalpha.evaluation.backtest import BacktestConfig, backtest, lag_for_l
 
 DATES = pd.bdate_range("2020-01-06", periods=6)
 NO_COST = dict(buy_cost=0.0, sell_cost=0.0, min_cost=0.0)
+UNIFORM = dict(limit_threshold=0.095)  # one limit on the `change` field for every stock, instead of board rules
 
 
 def make_market(close, volume=None, change=None, mask=None, benchmark=None) -> Market:
@@ -77,7 +78,7 @@ def test_limit_up_blocks_the_buy_and_the_slot_stays_in_cash():
     change = np.zeros((4, 4))
     change[0, 0] = 0.10  # A is limit-up on the trade day
     market = make_market(CLOSE, change=change)
-    result = backtest(scores_frame({0: {"A": 3, "B": 2, "C": 1, "D": 0}}), market, BacktestConfig(topk=2, lag=0, **NO_COST))
+    result = backtest(scores_frame({0: {"A": 3, "B": 2, "C": 1, "D": 0}}), market, BacktestConfig(topk=2, lag=0, **NO_COST, **UNIFORM))
     row = result.daily.iloc[0]
     assert row["blocked_buys"] == 1
     assert row["n_holdings"] == 1
@@ -91,7 +92,7 @@ def test_limit_down_blocks_the_sell():
     change[1, 2] = -0.10  # C is limit-down on day 1 (27 from 30)
     market = make_market(CLOSE, change=change)
     scores = scores_frame({0: {"C": 3, "D": 2, "A": 1, "B": 0}, 1: {"A": 3, "B": 2, "C": 1, "D": 0}})
-    result = backtest(scores, market, BacktestConfig(topk=2, lag=0, **NO_COST))
+    result = backtest(scores, market, BacktestConfig(topk=2, lag=0, **NO_COST, **UNIFORM))
     day1 = result.positions[result.positions["trade_date"] == DATES[1]].set_index("instrument")["weight"]
     # after day 0: C (0.5 × 0.9) and D (0.5 × 1.0), value 0.95 → weights 0.45/0.95 and 0.5/0.95
     assert day1["C"] == pytest.approx(0.45 / 0.95)
@@ -107,7 +108,7 @@ def test_percent_change_field_is_understood():
     change[0, 0] = 10.0  # percent, as the shared A-share data stores it
     change[1, 1] = -2.0
     market = make_market(CLOSE, change=change)
-    result = backtest(scores_frame({0: {"A": 3, "B": 2, "C": 1, "D": 0}}), market, BacktestConfig(topk=2, lag=0, **NO_COST))
+    result = backtest(scores_frame({0: {"A": 3, "B": 2, "C": 1, "D": 0}}), market, BacktestConfig(topk=2, lag=0, **NO_COST, **UNIFORM))
     assert result.daily["blocked_buys"].iloc[0] == 1
 
 

@@ -34,7 +34,7 @@ import scipy.sparse as sp
 from conceptalpha.concepts.report import coverage_report
 from conceptalpha.concepts.sources import LINK_COLUMNS, ConceptSource, from_frame, unique_source_names
 from conceptalpha.data.calendar import Calendar
-from conceptalpha.data.symbols import normalize_symbol
+from conceptalpha.data.symbols import market_of, normalize_symbol
 from conceptalpha.data.universe import Universe
 from conceptalpha.errors import DataError, UserError
 from conceptalpha.io import atomic_path
@@ -155,8 +155,7 @@ class ConceptGraph:
 
     def instrument_concepts(self, symbol: str) -> pd.DataFrame:
         """One instrument's links: label, name, source, kind, size, start, end (NaT = open)."""
-        canon = normalize_symbol(symbol)
-        row = self._row_of.get(canon, -1)
+        row = self._row_of.get(normalize_symbol(symbol, market_of(self.instruments)), -1)
         sl = slice(self._ptr[row], self._ptr[row + 1]) if row >= 0 else slice(0, 0)
         table = self.concepts.iloc[self.link_concept[sl]][["label", "name", "source", "kind", "size"]].reset_index(drop=True)
         table["start"] = _dates_or_nat(self.link_start[sl], OPEN_START)
@@ -264,10 +263,11 @@ def build_concept_graph(
     """
     if min_members < 1:
         raise UserError(f"min_members must be at least 1, got {min_members}")
-    sources = _as_sources(sources)
+    sources = _as_sources(sources, universe)
     active = _active_member_days(universe, has_bars)
     links = pd.concat([s.links for s in sources], ignore_index=True) if sources else _empty_links()
     col = pd.Index(universe.instruments.astype(str)).get_indexer(links["instrument"].astype(str))
+    _check_sources_meet_universe(sources, links, col >= 0, universe)
     lo, hi = _day_span(day_numbers(links["start"], OPEN_START), day_numbers(links["end"], OPEN_END), universe.calendar)
     active_days = _active_days_in_span(active, col, lo, hi)
     links = links.assign(active_days=active_days)
@@ -310,15 +310,31 @@ def _concepts_with_min_members(links: pd.DataFrame, source_order: list[str], min
     return kept.assign(rank=rank).sort_values(["rank", "kind", "concept"], ignore_index=True)
 
 
-def _as_sources(sources: Sequence[ConceptSource | pd.DataFrame]) -> list[ConceptSource]:
-    """Wrap plain tables; source names must be unique (plain tables are named ``table``, ``table_2``…)."""
+def _as_sources(sources: Sequence[ConceptSource | pd.DataFrame], universe: Universe) -> list[ConceptSource]:
+    """Wrap plain tables (symbols read in the universe's market); source names must be unique
+    (plain tables are named ``table``, ``table_2``…)."""
     frame_names = iter(unique_source_names(["table"] * sum(isinstance(s, pd.DataFrame) for s in sources)))
-    wrapped = [from_frame(s, next(frame_names)) if isinstance(s, pd.DataFrame) else s for s in sources]
+    market = market_of(universe.instruments)
+    wrapped = [from_frame(s, next(frame_names), market) if isinstance(s, pd.DataFrame) else s for s in sources]
     names = [s.name for s in wrapped]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         raise UserError(f"concept source name(s) {duplicated} given more than once; each source needs its own name")
     return wrapped
+
+
+def _check_sources_meet_universe(sources: list[ConceptSource], links: pd.DataFrame, known: np.ndarray, universe: Universe) -> None:
+    """A source with rows but no symbol of the universe is a wrong file or a wrong market, not an empty graph."""
+    for source in sources:
+        own = (links["source"] == source.name).to_numpy()
+        if source.issues.rows_read == 0 or known[own].any():
+            continue
+        where = source.path or f"concept source {source.name!r}"
+        example = links["instrument"][own].iloc[0] if own.any() else next(iter(source.issues.unparsed_symbols), "?")
+        raise UserError(
+            f"{where}: none of its symbols (e.g. {example!r}) is an instrument of universe {universe.name!r} "
+            f"(e.g. {universe.instruments[0] if len(universe.instruments) else '-'!r}); wrong file, or wrong data.market?"
+        )
 
 
 def _active_member_days(universe: Universe, has_bars: np.ndarray | None) -> np.ndarray:

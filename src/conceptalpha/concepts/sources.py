@@ -79,10 +79,10 @@ class ConceptSource:
         return bool(self.links["start"].isna().all() and self.links["end"].isna().all())
 
 
-def from_frame(frame: pd.DataFrame, source: str = "table") -> ConceptSource:
+def from_frame(frame: pd.DataFrame, source: str = "table", market: str = "cn") -> ConceptSource:
     """An in-memory long table (instrument, concept[, kind, start, end]) as a source named ``source``."""
     issues = SourceIssues(rows_read=len(frame))
-    return ConceptSource(source, _links_from_generic(frame, source, f"<{source} table>", issues), issues)
+    return ConceptSource(source, _links_from_generic(frame, source, f"<{source} table>", issues, market), issues)
 
 
 # --------------------------------------------------------------------------- reading files
@@ -127,8 +127,8 @@ def _text_column(frame: pd.DataFrame, column: str, path: str | Path) -> pd.Serie
 # --------------------------------------------------------------------------- canonical links
 
 
-def finalise_links(raw: pd.DataFrame, source: str, path: str | Path, issues: SourceIssues) -> pd.DataFrame:
-    """Normalise symbols, drop and count bad rows, validate dates → canonical links.
+def finalise_links(raw: pd.DataFrame, source: str, path: str | Path, issues: SourceIssues, market: str = "cn") -> pd.DataFrame:
+    """Normalise symbols (of ``market``), drop and count bad rows, validate dates → canonical links.
 
     ``raw`` has columns symbol (any accepted spelling), concept (text), kind,
     start, end (datetime64, NaT = open).
@@ -136,7 +136,7 @@ def finalise_links(raw: pd.DataFrame, source: str, path: str | Path, issues: Sou
     empty = raw["concept"].eq("")
     issues.drop("empty concept name", int(empty.sum()))
     raw = raw[~empty]
-    canon, ok = normalize_symbols(raw["symbol"].to_numpy())
+    canon, ok = normalize_symbols(raw["symbol"].to_numpy(), market)
     if not ok.all():
         bad = pd.Series(raw["symbol"].to_numpy()[~ok]).astype(str).value_counts()
         for symbol, rows in bad.items():
@@ -184,7 +184,7 @@ def _parse_dates(values: pd.Series, column: str, path: str | Path) -> pd.Series:
     return parsed.dt.normalize()
 
 
-def _links_from_generic(frame: pd.DataFrame, source: str, path: str | Path, issues: SourceIssues) -> pd.DataFrame:
+def _links_from_generic(frame: pd.DataFrame, source: str, path: str | Path, issues: SourceIssues, market: str) -> pd.DataFrame:
     require_columns(frame, ("instrument", "concept"), path)
     concepts = _text_column(frame, "concept", path)
     if "kind" in frame.columns:
@@ -202,34 +202,34 @@ def _links_from_generic(frame: pd.DataFrame, source: str, path: str | Path, issu
         "start": _parse_dates(frame["start"], "start", path).to_numpy() if "start" in frame else np.full(n, np.datetime64("NaT", "ns")),
         "end": _parse_dates(frame["end"], "end", path).to_numpy() if "end" in frame else np.full(n, np.datetime64("NaT", "ns")),
     })
-    return finalise_links(raw, source, path, issues)
+    return finalise_links(raw, source, path, issues, market)
 
 
 # --------------------------------------------------------------------------- adapters
 
 
-def _vendor_reader(symbol_column: str, concept_column: str, kind: str) -> Callable[[Path, str], ConceptSource]:
+def _vendor_reader(symbol_column: str, concept_column: str, kind: str) -> Callable[[Path, str, str], ConceptSource]:
     """An adapter for a vendor snapshot with one symbol column and one name column."""
 
-    def read(path: Path, source: str) -> ConceptSource:
+    def read(path: Path, source: str, market: str) -> ConceptSource:
         frame = read_table_file(path)
         require_columns(frame, (symbol_column, concept_column), path)
         issues = SourceIssues(rows_read=len(frame))
         raw = _snapshot(frame[symbol_column], _text_column(frame, concept_column, path), kind)
-        return ConceptSource(source, finalise_links(raw, source, path, issues), issues, str(path))
+        return ConceptSource(source, finalise_links(raw, source, path, issues, market), issues, str(path))
 
     read.__doc__ = f"Snapshot table: column {symbol_column!r} → {kind} named by column {concept_column!r}."
     return read
 
 
-def read_generic_table(path: Path, source: str) -> ConceptSource:
+def read_generic_table(path: Path, source: str, market: str) -> ConceptSource:
     """Long table (instrument, concept[, kind, start, end]); ``kind`` defaults to ``concept``."""
     frame = read_table_file(path)
     issues = SourceIssues(rows_read=len(frame))
-    return ConceptSource(source, _links_from_generic(frame, source, path, issues), issues, str(path))
+    return ConceptSource(source, _links_from_generic(frame, source, path, issues, market), issues, str(path))
 
 
-def read_profile_industry(path: Path, source: str) -> ConceptSource:
+def read_profile_industry(path: Path, source: str, market: str) -> ConceptSource:
     """company_profile_2017.csv: ``market`` + ``symbol`` → ``industry`` ("-" = unknown; index rows dropped)."""
     frame = read_table_file(path)
     require_columns(frame, ("symbol", "market", "industry"), path)
@@ -242,10 +242,10 @@ def read_profile_industry(path: Path, source: str) -> ConceptSource:
     keep = ~(unknown | index_rows)
     symbols = frame["market"].astype(str).str.strip() + frame["symbol"].astype(str).str.strip()
     raw = _snapshot(symbols[keep], industry[keep], "industry")
-    return ConceptSource(source, finalise_links(raw, source, path, issues), issues, str(path))
+    return ConceptSource(source, finalise_links(raw, source, path, issues, market), issues, str(path))
 
 
-TABLE_READERS: dict[str, Callable[[Path, str], ConceptSource]] = {
+TABLE_READERS: dict[str, Callable[[Path, str, str], ConceptSource]] = {
     "table": read_generic_table,
     "tushare_concepts": _vendor_reader("ts_code", "concept_name", "concept"),
     "tushare_industry": _vendor_reader("ts_code", "industry", "industry"),
@@ -259,16 +259,16 @@ TABLE_READERS: dict[str, Callable[[Path, str], ConceptSource]] = {
 
 
 def _keyword_source(symbols: pd.Series, texts: pd.Series, source: str, path: Path,
-                    issues: SourceIssues, settings: KeywordSettings) -> ConceptSource:
+                    issues: SourceIssues, settings: KeywordSettings, market: str) -> ConceptSource:
     """Keyword links from one text per row; several rows of one symbol are joined."""
     joined = texts.groupby(symbols.to_numpy(), sort=True).agg(" ".join)
     keywords = company_keywords(joined.index.to_numpy(), joined.to_numpy(), settings)
     issues.drop("no text", int(texts.eq("").sum()))
     raw = _snapshot(keywords["instrument"], keywords["keyword"], "keyword")
-    return ConceptSource(source, finalise_links(raw, source, path, issues), issues, str(path))
+    return ConceptSource(source, finalise_links(raw, source, path, issues, market), issues, str(path))
 
 
-def read_profile_keywords(path: Path, source: str, settings: KeywordSettings) -> ConceptSource:
+def read_profile_keywords(path: Path, source: str, settings: KeywordSettings, market: str) -> ConceptSource:
     """company_profile_2017.csv: keywords of ``co_business`` + ``co_intro`` ("-" = no text)."""
     frame = read_table_file(path)
     require_columns(frame, ("symbol", "market", "co_business", "co_intro"), path)
@@ -276,19 +276,19 @@ def read_profile_keywords(path: Path, source: str, settings: KeywordSettings) ->
     parts = [_text_column(frame, c, path).replace(_PROFILE_UNKNOWN, "") for c in ("co_business", "co_intro")]
     texts = (parts[0] + " " + parts[1]).str.strip()
     symbols = frame["market"].astype(str).str.strip() + frame["symbol"].astype(str).str.strip()
-    return _keyword_source(symbols, texts, source, path, issues, settings)
+    return _keyword_source(symbols, texts, source, path, issues, settings, market)
 
 
-def read_text_keywords(path: Path, source: str, settings: KeywordSettings) -> ConceptSource:
+def read_text_keywords(path: Path, source: str, settings: KeywordSettings, market: str) -> ConceptSource:
     """Generic (instrument, text) table → keyword concepts."""
     frame = read_table_file(path)
     require_columns(frame, ("instrument", "text"), path)
     issues = SourceIssues(rows_read=len(frame))
     texts = _text_column(frame, "text", path)
-    return _keyword_source(frame["instrument"].astype(str).str.strip(), texts, source, path, issues, settings)
+    return _keyword_source(frame["instrument"].astype(str).str.strip(), texts, source, path, issues, settings, market)
 
 
-TEXT_READERS: dict[str, Callable[[Path, str, KeywordSettings], ConceptSource]] = {
+TEXT_READERS: dict[str, Callable[[Path, str, KeywordSettings, str], ConceptSource]] = {
     "profile_keywords": read_profile_keywords,
     "text": read_text_keywords,
 }
@@ -298,13 +298,17 @@ SOURCE_KINDS = tuple(sorted({**TABLE_READERS, **TEXT_READERS}))
 
 
 def read_source(kind: str, path: str | Path, source: str | None = None,
-                keyword_settings: KeywordSettings | None = None) -> ConceptSource:
-    """Read one concept source of a given kind (see :data:`SOURCE_KINDS`); ``source`` defaults to the kind."""
+                keyword_settings: KeywordSettings | None = None, market: str = "cn") -> ConceptSource:
+    """Read one concept source of a given kind (see :data:`SOURCE_KINDS`); ``source`` defaults to the kind.
+
+    ``market`` (``cn`` or ``generic``) is the spelling its symbols are read in:
+    the market of the data the graph is built for.
+    """
     source = source or kind
     if kind in TABLE_READERS:
-        return TABLE_READERS[kind](Path(path), source)
+        return TABLE_READERS[kind](Path(path), source, market)
     if kind in TEXT_READERS:
-        return TEXT_READERS[kind](Path(path), source, keyword_settings or KeywordSettings())
+        return TEXT_READERS[kind](Path(path), source, keyword_settings or KeywordSettings(), market)
     raise UserError(f"unknown concept source kind {kind!r}; valid kinds: {', '.join(SOURCE_KINDS)}")
 
 

@@ -57,8 +57,8 @@ def parse_equity(text: object) -> float:
     return float(m.group(1)) * _UNITS[m.group(2) or ""]
 
 
-def read_shares(path: str | Path) -> pd.Series:
-    """Total shares by canonical symbol from a share table (CSV or Parquet), kind auto-detected by its columns.
+def read_shares(path: str | Path, market: str = "cn") -> pd.Series:
+    """Total shares by canonical symbol of ``market`` from a share table (CSV or Parquet), kind auto-detected by its columns.
 
     - Tushare industry tables: ``ts_code``, ``total_shares_10k`` (units of 10,000 shares).
     - Company profile tables: ``symbol`` (6 digits), optional ``market`` (SH/SZ),
@@ -75,8 +75,8 @@ def read_shares(path: str | Path) -> pd.Series:
     elif {"symbol", "equity"} <= columns:
         symbols = table["symbol"].str.strip().str.zfill(6)
         if "market" in columns:
-            market = table["market"].fillna("").str.strip().str.upper()
-            symbols = symbols.where(~market.isin(["SH", "SZ", "BJ"]), market + symbols)
+            exchange = table["market"].fillna("").str.strip().str.upper()
+            symbols = symbols.where(~exchange.isin(["SH", "SZ", "BJ"]), exchange + symbols)
         shares = _equities(path, table["equity"])
     elif {"instrument", "shares"} <= columns:
         symbols, shares = table["instrument"], _numbers(path, table["shares"], "shares")
@@ -86,7 +86,7 @@ def read_shares(path: str | Path) -> pd.Series:
             f"unknown share table (columns {sorted(columns)}); expected ts_code+total_shares_10k, "
             "symbol+equity, or instrument+shares",
         )
-    canon, ok = normalize_symbols(symbols.to_numpy())
+    canon, ok = normalize_symbols(symbols.to_numpy(), market)
     if not ok.all():
         i = int(np.flatnonzero(~ok)[0])
         raise DataError(path, f"row {i + 2}: unrecognised symbol {symbols.iloc[i]!r}")

@@ -24,7 +24,10 @@ class BarPanel:
 
     Prices (open/high/low/close/vwap) are adjusted; ``factor`` (when present) is
     the adjustment factor, so raw price = adjusted price / factor. ``volume`` is
-    in shares; a suspended day has volume 0 (or no bar at all).
+    in shares; a suspended day has volume 0 (or no bar at all). Optional
+    fields the backtest's market rules read: ``st`` (1 on days an A-share is
+    under risk warning), ``up_limit``/``down_limit`` (the day's exact raw limit
+    prices), ``change`` (daily change, fraction or percent).
     """
 
     calendar: Calendar
@@ -64,6 +67,28 @@ class BarPanel:
         with np.errstate(divide="ignore", invalid="ignore"):
             return close / self.fields["factor"]
 
+    def change_fraction(self) -> tuple[np.ndarray | None, str | None]:
+        """The ``change`` field as a fraction [D, N] and the unit it was stored in (None, None without one).
+
+        The unit is judged against the raw close's own change: a median ratio
+        near 100 means percent (the shared A-share data's convention). Without
+        comparable days, any |value| > 1.5 means percent.
+        """
+        if "change" not in self.fields:
+            return None, None
+        change = self.fields["change"].astype("float64")
+        raw = pd.DataFrame(self.raw_close().astype("float64")).ffill().to_numpy()
+        own = np.full_like(raw, np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            own[1:] = raw[1:] / raw[:-1] - 1.0
+            ratio = change / own
+        comparable = np.isfinite(ratio) & (np.abs(own) > 0.002)
+        if comparable.any():
+            percent = 50.0 <= float(np.median(ratio[comparable])) <= 200.0
+        else:
+            percent = np.nanmax(np.abs(change), initial=0.0) > 1.5
+        return (change / 100.0, "percent") if percent else (change, "fraction")
+
     def suspended(self) -> np.ndarray:
         """[D, N] bool: a bar exists but nothing traded (volume 0)."""
         volume = self.field("volume")
@@ -97,6 +122,9 @@ class Market:
     ``shares`` (total shares by instrument, may be partial) feeds market caps;
     ``benchmark`` is the benchmark index close on the calendar, if known;
     ``benchmark_volume`` its traded volume, where the data has it.
+    ``kind`` is the market whose symbols and trading rules apply: ``cn``
+    (A-shares) or ``generic`` (any other); ``kind_inferred`` says it was
+    inferred from the symbols (``data.market: auto``).
     """
 
     panel: BarPanel
@@ -106,6 +134,8 @@ class Market:
     benchmark: pd.Series | None = None
     name: str = "market"
     benchmark_volume: pd.Series | None = None
+    kind: str = "cn"
+    kind_inferred: bool = False
 
     @property
     def calendar(self) -> Calendar:

@@ -8,8 +8,10 @@ Layout of a provider directory::
                                       index of the first value, then one value per
                                       consecutive trading day
 
-Feature folders may be spelt in lower case (``sh600000``, Qlib's own dumps) or
-upper case (``SH600000``); symbols are normalised to ``SH600000`` either way.
+Feature folders may be spelt in lower case (``sh600000``, ``aapl``: Qlib's own
+dumps) or upper case (``SH600000``, ``AAPL``); they are matched to instruments
+case-insensitively through the market's canonical spelling
+(:mod:`conceptalpha.data.symbols`).
 NaN inside a ``.bin`` file is a missing bar (Qlib's own convention), not an error.
 """
 
@@ -26,13 +28,15 @@ import pandas as pd
 
 from conceptalpha.data.calendar import Calendar
 from conceptalpha.data.panel import BarPanel, Market
-from conceptalpha.data.symbols import normalize_symbols
+from conceptalpha.data.symbols import normalize_symbols, resolve_market
 from conceptalpha.data.universe import Universe
 from conceptalpha.errors import DataError, UserError
 
 BIN_SUFFIX = ".day.bin"
 QLIB_SUBDIRS = ("calendars", "instruments", "features")
-POSITIVE_FIELDS = ("open", "high", "low", "close", "vwap", "factor")
+POSITIVE_FIELDS = ("open", "high", "low", "close", "vwap", "factor", "up_limit", "down_limit")
+MARKET_DEFAULT = "market default"
+DEFAULT_BENCHMARK = {"cn": "SH000300", "generic": None}
 NON_NEGATIVE_FIELDS = ("volume",)
 
 
@@ -191,15 +195,18 @@ def read_calendar(path: str | Path) -> Calendar:
     return Calendar(pd.DatetimeIndex(values))
 
 
-def read_instruments(path: str | Path) -> pd.DataFrame:
-    """An instruments file → table (instrument, start, end) with canonical symbols.
+def read_instruments(path: str | Path, market: str = "cn") -> pd.DataFrame:
+    """An instruments file → table (instrument, start, end) with canonical symbols of ``market``.
 
     Each non-blank line is ``SYMBOL start end`` separated by tabs (or spaces);
-    anything else is an error naming the line.
+    anything else is an error naming the line. ``market`` may be ``auto``
+    (:func:`~conceptalpha.data.symbols.resolve_market`); the market used is in
+    ``table.attrs["market"]``.
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(path, "instruments file not found")
+        others = sorted(p.stem for p in path.parent.glob("*.txt")) if path.parent.is_dir() else []
+        raise DataError(path, "instruments file not found" + (f" (universes there: {', '.join(others)})" if others else ""))
     rows, numbers = [], []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         parts = line.split()
@@ -212,7 +219,8 @@ def read_instruments(path: str | Path) -> pd.DataFrame:
     if not rows:
         raise DataError(path, "instruments file is empty")
     table = pd.DataFrame(rows, columns=["instrument", "start", "end"])
-    canon, ok = normalize_symbols(table["instrument"])
+    market = resolve_market(market, table["instrument"], str(path), numbers)
+    canon, ok = normalize_symbols(table["instrument"], market)
     starts = pd.to_datetime(table["start"], errors="coerce", format="mixed")
     ends = pd.to_datetime(table["end"], errors="coerce", format="mixed")
     bad = ~ok | starts.isna().to_numpy() | ends.isna().to_numpy() | (starts > ends).to_numpy()
@@ -222,18 +230,26 @@ def read_instruments(path: str | Path) -> pd.DataFrame:
             path,
             f"line {numbers[i]}: {' '.join(rows[i])!r} is not 'SYMBOL start end' with a known symbol and start <= end",
         )
-    return pd.DataFrame({"instrument": canon.astype(str), "start": starts, "end": ends})
+    out = pd.DataFrame({"instrument": canon.astype(str), "start": starts, "end": ends})
+    out.attrs["market"] = market
+    return out
 
 
-def feature_folders(features: str | Path) -> dict[str, Path]:
-    """Canonical symbol → its feature folder, for every folder whose name is a recognisable symbol."""
+def feature_folders(features: str | Path, market: str = "cn") -> dict[str, Path]:
+    """Canonical symbol → its feature folder, for every folder whose name is a symbol of ``market``.
+
+    Generic market: two folders whose names differ only in case (``aapl/`` and
+    ``AAPL/``) are an error: either could be the instrument's.
+    """
     features = Path(features)
     if not features.is_dir():
         raise DataError(features, "features folder not found")
-    entries = [e for e in os.scandir(features) if e.is_dir()]
-    canon, ok = normalize_symbols([e.name for e in entries])
+    entries = sorted((e for e in os.scandir(features) if e.is_dir()), key=lambda e: e.name)
+    canon, ok = normalize_symbols([e.name for e in entries], market)
     folders: dict[str, Path] = {}
-    for entry, symbol, good in sorted(zip(entries, canon, ok), key=lambda x: x[0].name):
+    for entry, symbol, good in zip(entries, canon, ok):
+        if good and market == "generic" and symbol in folders:
+            raise DataError(features, f"folders {folders[symbol].name!r} and {entry.name!r} differ only in case; keep one")
         if good:
             folders.setdefault(symbol, Path(entry.path))
     return folders
@@ -264,8 +280,9 @@ def load_qlib(
     start=None,
     end=None,
     fields: Sequence[str] | None = None,
-    benchmark: str | None = "SH000300",
+    benchmark: str | None = MARKET_DEFAULT,
     vwap_proxy: bool = False,
+    market: str = "auto",
 ) -> Market:
     """Read a Qlib provider directory into a :class:`Market`.
 
@@ -278,20 +295,30 @@ def load_qlib(
       (the "typical price", a proxy, not a traded average price). A real vwap
       field always wins over the proxy.
     - ``benchmark``: symbol whose ``close`` becomes ``Market.benchmark`` (and whose
-      ``volume``, if present, ``Market.benchmark_volume``); None when the data has
-      no such folder. It is never a panel instrument.
+      ``volume``, if present, ``Market.benchmark_volume``); it is never a panel
+      instrument. The market's default (``SH000300`` for cn, none for generic)
+      may be absent from the data; a benchmark named here must exist.
+    - ``market``: ``cn``, ``generic`` or ``auto`` (from the instruments file's
+      symbols); the result is ``Market.kind``.
     """
     root = Path(provider)
     full_calendar = read_calendar(root / "calendars" / "day.txt")
-    intervals = read_instruments(root / "instruments" / f"{universe}.txt")
+    intervals = read_instruments(root / "instruments" / f"{universe}.txt", market)
+    kind = intervals.attrs["market"]
     window = full_calendar.window(start, end)
     calendar = full_calendar.subset(window)
     members_full = Universe.from_intervals(universe, full_calendar, intervals).subset(window)
-    folders = feature_folders(root / "features")
-    bench_symbol = None if benchmark is None else normalize_symbols([benchmark])[0][0]
+    folders = feature_folders(root / "features", kind)
+    bench_symbol = benchmark_symbol(benchmark, kind)
     in_window = members_full.mask.any(axis=0) & (members_full.instruments != bench_symbol)
     members = members_full.instruments[in_window]
     with_bars = np.array([s for s in members if s in folders], dtype=object)
+    if members.size and not with_bars.size:
+        raise DataError(
+            root / "features",
+            f"no feature folder for any of the {members.size} instruments of {universe}.txt in the window "
+            f"(e.g. {members[0]!r}; folders are matched case-insensitively)",
+        )
     member_folders = [folders[s] for s in with_bars]
     present = _fields_present(member_folders)
     names = _field_names(fields, present, root / "features")
@@ -315,6 +342,8 @@ def load_qlib(
         if "volume" in _fields_present([folders[bench_symbol]]):
             volume = _read_field("volume", [folders[bench_symbol]], len(full_calendar))[window, 0]
             bench_volume = pd.Series(volume, index=calendar.dates, name=bench_symbol)
+    elif bench_symbol is not None and benchmark != MARKET_DEFAULT:
+        raise DataError(root / "features", f"benchmark {benchmark!r}: no feature folder {bench_symbol.lower()}/ (or any case of it)")
     return Market(
         panel=panel,
         universe=members_full.reindex(with_bars),
@@ -322,12 +351,27 @@ def load_qlib(
         benchmark=bench,
         name=universe,
         benchmark_volume=bench_volume,
+        kind=kind,
+        kind_inferred=market == "auto",
     )
 
 
-def load_qlib_membership(provider: str | Path, universe: str, calendar: Calendar) -> Universe:
+def benchmark_symbol(benchmark: str | None, market: str) -> str | None:
+    """Canonical symbol of a benchmark setting: the market's default, none, or a symbol of ``market``."""
+    if benchmark == MARKET_DEFAULT:
+        return DEFAULT_BENCHMARK[market]
+    if benchmark is None:
+        return None
+    canon, ok = normalize_symbols([benchmark], market)
+    if not ok[0]:
+        raise UserError(f"benchmark {benchmark!r} is not a symbol of the {market} market")
+    return canon[0]
+
+
+def load_qlib_membership(provider: str | Path, universe: str, calendar: Calendar, market: str = "auto") -> Universe:
     """Membership of ``instruments/<universe>.txt`` on ``calendar``, over all members (with or without bars)."""
-    return Universe.from_intervals(universe, calendar, read_instruments(Path(provider) / "instruments" / f"{universe}.txt"))
+    intervals = read_instruments(Path(provider) / "instruments" / f"{universe}.txt", market)
+    return Universe.from_intervals(universe, calendar, intervals)
 
 
 def _fields_present(folders: list[Path]) -> set[str]:

@@ -34,10 +34,13 @@ def summarize(market: Market, membership: Universe | None = None) -> dict:
     no_bars = sorted(map(str, market.members_without_bars))
     all_missing = sorted(name for name, arr in panel.fields.items() if not np.isfinite(arr).any())
     cap = market_cap(panel, market.shares)
+    _, change_unit = panel.change_fraction()
     per_day = member_mask.sum(axis=1)
     with_bars_per_day = (member_mask & has_bar).sum(axis=1)
     return {
         "name": market.name,
+        "market": {"kind": market.kind, "inferred": market.kind_inferred},
+        "change_field": change_unit,
         "calendar": {
             "start": str(market.calendar.start.date()),
             "end": str(market.calendar.end.date()),
@@ -66,6 +69,7 @@ def summarize(market: Market, membership: Universe | None = None) -> dict:
             "member_days_suspended": suspended_days,
             "fields_all_missing": len(all_missing),
             "market_cap_proxy_stock_days": cap.proxy_stock_days,
+            "change_field_in_percent": int(change_unit == "percent"),
         },
         "fields_all_missing": all_missing,
     }
@@ -79,6 +83,7 @@ def format_summary(summary: dict) -> str:
     listed = ", ".join(no_bars["symbols"][:10]) + (" ..." if no_bars["count"] > 10 else "")
     lines = [
         f"universe: {summary['name']}",
+        "market: " + _market_line(summary["market"]),
         f"calendar: {cal['start']} .. {cal['end']} ({cal['days']} trading days)",
         f"instruments with data: {summary['instruments_with_data']}; fields: {', '.join(summary['fields'])}",
         f"members: {summary['members']}; per day min/median/max {per_day['min']}/{per_day['median']:g}/{per_day['max']}"
@@ -91,11 +96,22 @@ def format_summary(summary: dict) -> str:
         "benchmark: "
         + ("none" if summary["benchmark"] is None else f"{summary['benchmark']['symbol']} ({summary['benchmark']['days_with_close']} days)"),
     ]
+    if summary["change_field"] == "percent":
+        lines.append("change field: in percent (read as a fraction: divided by 100)")
     if summary["fields_all_missing"]:
         lines.append(f"fields with no value at all: {', '.join(summary['fields_all_missing'])}")
     counted = {k: v for k, v in summary["warnings"].items() if v}
     lines.append("warnings: " + (", ".join(f"{k}={v}" for k, v in counted.items()) if counted else "none"))
     return "\n".join(lines)
+
+
+def _market_line(market: dict) -> str:
+    reason = {
+        "cn": " (auto: every instrument is an A-share code)",
+        "generic": " (auto: not every instrument is an A-share code)",
+    }
+    rules = {"cn": "A-share symbols and trading rules", "generic": "tickers as given, no price limits"}
+    return f"{market['kind']}, {rules[market['kind']]}" + (reason[market["kind"]] if market["inferred"] else "")
 
 
 def _on_members(values: np.ndarray, instruments: np.ndarray, members: np.ndarray) -> np.ndarray:

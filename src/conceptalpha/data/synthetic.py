@@ -1,4 +1,12 @@
-r"""The synthetic market: a whole A-share-like market whose structure is known.
+r"""The synthetic market: a whole A-share-like (or US-like) market whose structure is known.
+
+Two styles (``SynthConfig.market``): ``cn`` — A-share codes (SH600000,
+SZ000001, ...), a Chinese holiday calendar, published industries and concept
+boards, the cap-weighted index as benchmark ``SH000300``; ``us`` — US-style
+tickers (AAB, ABC.B, ...), a US holiday calendar, only the industry table
+published (the concept factors still move prices, unpublished), no benchmark
+series, and the ``generic`` market's rules (no price limits). The return model
+below is the same for both.
 
 Notation: stock ``i`` (N of them), trading day ``t`` (D of them), shared factors
 ``k`` = industries ∪ concepts ∪ hidden groups (K of them). The generator runs
@@ -65,6 +73,7 @@ import functools
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -81,6 +90,7 @@ LABEL_HORIZONS = {"t+1->t+2": 2, "t->t+1": 1}
 DAYS_PER_YEAR = 245
 BENCHMARK_SYMBOL = "SH000300"
 UNIVERSE_NAME = "synth"
+_US_HOLIDAYS_MM_DD = ("01-01", "07-04", "12-25")
 _HOLIDAYS_MM_DD = ("01-01", "05-01", "05-02", "05-03") + tuple(f"02-{d}" for d in range(10, 17)) + tuple(
     f"10-0{d}" for d in range(1, 8)
 )
@@ -97,6 +107,7 @@ class SynthConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     seed: int = Field(0, ge=0, description="random seed; same seed and parameters → identical market")
+    market: Literal["cn", "us"] = Field("cn", description="cn: A-share codes and concepts; us: tickers, industries only, no benchmark")
     n_stocks: int = Field(300, ge=10, le=20_000, description="number of instruments")
     n_years: float = Field(6, gt=0, le=40, description=f"length in years of {DAYS_PER_YEAR} trading days")
     start: dt.date = Field(dt.date(2010, 1, 4), description="first calendar day (weekends and fixed holidays skipped)")
@@ -225,11 +236,12 @@ def _streams(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
     return np.random.default_rng(structure_seq), np.random.default_rng(shock_seq)
 
 
-def synthetic_calendar(start: dt.date, n_days: int) -> Calendar:
-    """``n_days`` weekdays from ``start``, skipping fixed holidays (New Year, a Spring
-    Festival week, May Day, National Day week)."""
+def synthetic_calendar(start: dt.date, n_days: int, market: str = "cn") -> Calendar:
+    """``n_days`` weekdays from ``start``, skipping fixed holidays (cn: New Year, a Spring
+    Festival week, May Day, National Day week; us: New Year, Independence Day, Christmas)."""
     span = pd.bdate_range(start, periods=int(n_days * 1.1) + 30)
-    days = span[~span.strftime("%m-%d").isin(_HOLIDAYS_MM_DD)]
+    holidays = _US_HOLIDAYS_MM_DD if market == "us" else _HOLIDAYS_MM_DD
+    days = span[~span.strftime("%m-%d").isin(holidays)]
     return Calendar(days[:n_days])
 
 
@@ -237,7 +249,7 @@ def draw_structure(config: SynthConfig) -> SynthStructure:
     """The structure of ``config`` (its own random stream: independent of the shocks)."""
     rng, _ = _streams(config.seed)
     n = config.n_stocks
-    calendar = synthetic_calendar(config.start, max(3, round(config.n_years * DAYS_PER_YEAR)))
+    calendar = synthetic_calendar(config.start, max(3, round(config.n_years * DAYS_PER_YEAR)), config.market)
     d = len(calendar)
     industry = rng.choice(config.n_industries, size=n, p=_popularity(rng, config.n_industries, 0.5))
     concept_links = _draw_concept_links(rng, config)
@@ -255,7 +267,7 @@ def draw_structure(config: SynthConfig) -> SynthStructure:
     listed = (days >= listing) & (days < delisting)
     return SynthStructure(
         calendar=calendar,
-        instruments=_symbols(n),
+        instruments=_us_tickers(n) if config.market == "us" else _symbols(n),
         loadings=loadings,
         industry=industry,
         concept_links=concept_links,
@@ -411,6 +423,16 @@ def _symbols(n: int) -> np.ndarray:
     return np.array(sh + sz, dtype=object)
 
 
+def _us_tickers(n: int) -> np.ndarray:
+    """Distinct US-style tickers: three or four letters (AAB, AAC, ...), every 25th a class-B share (ABC.B)."""
+    letters = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
+    codes = np.arange(n) * 7 + 27  # spread over the alphabet; 27 skips "AAA"
+    width = np.where(codes < 26**3, 3, 4)
+    digits = [letters[(codes // 26**k) % 26] for k in range(3, -1, -1)]
+    names = ["".join(d[4 - w :]) for d, w in zip(zip(*digits), width)]
+    return np.array([f"{name}.B" if i % 25 == 24 else name for i, name in enumerate(names)], dtype=object)
+
+
 def _clipped_unit_t(rng: np.random.Generator, config: SynthConfig, shape: tuple[int, ...]) -> np.ndarray:
     """Student-t(ν) draws clipped at ±c·sd(t) and divided by the clipped law's sd (mean 0, variance 1)."""
     scale = np.sqrt(config.noise_df / (config.noise_df - 2))
@@ -499,13 +521,15 @@ def simulate(config: SynthConfig, structure: SynthStructure, shocks: SynthShocks
     parts = _oracle_parts(config, structure, expected_factor[burn:], individual[burn:])
     panel, benchmark = _bars(config, structure, shocks, returns, idio_sigma[burn:])
     universe = Universe(UNIVERSE_NAME, structure.calendar, structure.instruments, structure.in_index)
+    us = config.market == "us"
     market = Market(
         panel=panel,
         universe=universe,
         universe_members=structure.instruments.copy(),
         shares=pd.Series(structure.shares, index=pd.Index(structure.instruments, name="instrument"), name="shares"),
-        benchmark=benchmark,
+        benchmark=None if us else benchmark,
         name=UNIVERSE_NAME,
+        kind="generic" if us else "cn",
     )
     concepts, truth, hidden = _tables(config, structure)
     return SyntheticMarket(config, market, concepts, truth, hidden, parts)
@@ -641,6 +665,9 @@ def _tables(config: SynthConfig, structure: SynthStructure) -> tuple[pd.DataFram
         both = pd.concat([industries, concepts], ignore_index=True)
         return both.sort_values(["instrument", "kind", "concept"], ignore_index=True)
 
+    us = config.market == "us"
+    published = industries.sort_values("instrument", ignore_index=True) if us else long_table(structure.published_links)
+
     grouped = structure.hidden_group >= 0
     hidden = pd.DataFrame(
         {
@@ -648,7 +675,7 @@ def _tables(config: SynthConfig, structure: SynthStructure) -> tuple[pd.DataFram
             "group": [f"hidden_{g}" for g in structure.hidden_group[grouped]],
         }
     )
-    return long_table(structure.published_links), long_table(structure.concept_links), hidden
+    return published, long_table(structure.concept_links), hidden
 
 
 # ---------------------------------------------------------------- statistics and writing
@@ -769,8 +796,9 @@ def _variance_shares(parts: dict[str, np.ndarray], members: np.ndarray) -> dict[
 def write_synthetic_market(out_dir: str | Path, config: SynthConfig) -> dict:
     """Generate the market of ``config`` and write it under ``out_dir``.
 
-    Writes the Qlib provider folders (universe ``synth``, benchmark ``SH000300``),
-    ``concepts.csv`` (published: instrument, concept, kind), ``true_concepts.csv``,
+    Writes the Qlib provider folders (universe ``synth``; benchmark ``SH000300``
+    for the cn style, none for us), ``concepts.csv`` (published: instrument,
+    concept, kind; ``industries.csv`` in the us style), ``true_concepts.csv``,
     ``hidden_groups.csv``, ``shares.csv`` (instrument, shares),
     ``oracle.parquet`` (datetime, instrument, oracle_t+1->t+2, oracle_t->t+1 for
     every listed stock-day) and ``synth.json`` (config + realised statistics).
@@ -790,7 +818,7 @@ def write_synthetic_market(out_dir: str | Path, config: SynthConfig) -> dict:
     )
     paths = {
         "qlib": out,
-        "concepts": out / "concepts.csv",
+        "concepts": out / ("industries.csv" if config.market == "us" else "concepts.csv"),
         "true_concepts": out / "true_concepts.csv",
         "hidden_groups": out / "hidden_groups.csv",
         "shares": out / "shares.csv",

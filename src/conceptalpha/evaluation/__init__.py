@@ -5,6 +5,8 @@
   (datetime, instrument, score, label) table).
 - :mod:`~conceptalpha.evaluation.backtest`: daily long-only top-k / TopkDropout
   backtest with costs, limit moves and suspensions.
+- :mod:`~conceptalpha.evaluation.market_rules`: trading rules per market
+  (A-share price limits by board and date; generic markets without limits).
 - :mod:`~conceptalpha.evaluation.report`: the self-contained HTML report.
 - :mod:`~conceptalpha.evaluation.diagnostics`: seed ensembles, IC by year, HIST's
   part shares and attention entropy, both strategies with break-even costs.
@@ -13,12 +15,16 @@
 
 from conceptalpha.evaluation.backtest import BacktestConfig, BacktestResult, backtest, lag_for_label, summarize_backtest
 from conceptalpha.evaluation.export import export_qlib_pred, to_alphalens_factor
+from conceptalpha.evaluation.market_rules import CnRules, GenericRules, MarketRules, rules_for
 from conceptalpha.evaluation.metrics import daily_ic, factor_report, factor_summary, ic_summary
 from conceptalpha.evaluation.report import build_report, comparison_table, render_report
 
 __all__ = [
     "BacktestConfig",
     "BacktestResult",
+    "CnRules",
+    "GenericRules",
+    "MarketRules",
     "backtest",
     "build_report",
     "comparison_table",
@@ -29,6 +35,7 @@ __all__ = [
     "ic_summary",
     "lag_for_label",
     "render_report",
+    "rules_for",
     "summarize_backtest",
     "to_alphalens_factor",
 ]

@@ -16,16 +16,24 @@ Strategies (portfolio weights w are fractions of the portfolio value V):
   best: at most ``n_drop`` holdings are replaced per day (Qlib's TopkDropout).
   Holdings are not rebalanced; the cash from sales is split equally over the buys.
 
-A-share rules on trade day τ: no bar or volume 0 → suspended, no trade; daily
-change ≥ +limit_threshold → cannot buy (limit-up); ≤ −limit_threshold → cannot
-sell (limit-down); a holding that left the universe is sold when it can be. A
+Rules on trade day τ: no bar or volume 0 → suspended, no trade; a close at the
+limit-up price → cannot buy; at the limit-down price → cannot sell. Limits come
+from the market's rules (:mod:`conceptalpha.evaluation.market_rules`: A-shares
+by board, date, ST status and listing age; none elsewhere), or, when
+``limit_threshold`` is set, from one threshold on the daily change for every
+stock. A holding that left the universe is sold when it can be. A
 blocked buy is not replaced by a lower-ranked stock: its slot stays in cash.
 With ``topk``, if unsellable holdings leave too little room, all buys are scaled
 down equally so that weights sum to at most 1.
 
-Costs, paid in cash at the trade: buy_cost × traded value, sell_cost × traded
-value, at least ``min_cost`` per traded stock, on a portfolio worth ``capital``
-× net asset value. "Without cost" is the same trades with costs not subtracted
+Costs, paid in cash at the trade, per traded stock: buy_cost (or sell_cost) ×
+traded value + spread / 2 × traded value + per_share_cost × shares traded (at
+the raw close), at least ``min_cost``, on a portfolio worth ``capital`` × net
+asset value. Unset cost fields take the market's defaults (A-shares: 0.05% buy,
+0.15% sell with stamp duty, 5 minimum; other markets: 0.05% each way, no
+minimum). Without a benchmark series, a market whose rules say so (every
+non-A-share market) measures excess returns against the equal-weight mean
+return of the universe's members. "Without cost" is the same trades with costs not subtracted
 (as Qlib reports it): return_net = return_gross − cost / V exactly. No lot
 rounding. A holding with no bar the next day earns 0 (its price is carried).
 Cash earns nothing; it can be negative by the day's costs until the next trade.
@@ -43,6 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from conceptalpha.data.panel import BarPanel, Market
 from conceptalpha.errors import UserError
+from conceptalpha.evaluation.market_rules import MarketRules, raw_close_and_reference, rules_for, uniform_limit_locked
 
 _LABEL = re.compile(r"^\s*t\s*(?:\+\s*(\d+))?\s*(?:->|→)\s*t\s*\+\s*(\d+)\s*$")
 _TINY = 1e-12  # weights below this are rounding noise, not positions or trades
@@ -64,11 +73,17 @@ class BacktestConfig(BaseModel):
     strategy: Literal["topk", "topk_dropout"] = Field("topk", description="topk: equal weight, daily rebalance; topk_dropout: Qlib's.")
     topk: int = Field(30, ge=1, description="Number of stocks held.")
     n_drop: int = Field(5, ge=1, description="topk_dropout: most holdings replaced per day.")
-    buy_cost: float = Field(0.0005, ge=0, description="Cost rate on bought value.")
-    sell_cost: float = Field(0.0015, ge=0, description="Cost rate on sold value (commission + stamp duty).")
-    min_cost: float = Field(5.0, ge=0, description="Minimum cost per traded stock, in currency.")
+    buy_cost: float | None = Field(None, ge=0, description="Cost rate on bought value (None: the market's, A-shares 0.0005).")
+    sell_cost: float | None = Field(
+        None, ge=0, description="Cost rate on sold value (None: the market's, A-shares 0.0015 with stamp duty, others 0.0005)."
+    )
+    min_cost: float | None = Field(None, ge=0, description="Minimum cost per traded stock, in currency (None: A-shares 5, others 0).")
+    per_share_cost: float = Field(0.0, ge=0, description="Commission per share traded, in currency (priced at the raw close).")
+    spread: float = Field(0.0, ge=0, description="Bid-ask spread as a fraction of price; half is paid on each trade.")
     capital: float = Field(100_000_000.0, gt=0, description="Initial portfolio value, in currency.")
-    limit_threshold: float = Field(0.095, gt=0, description="|daily change| at or above which a stock is at its limit.")
+    limit_threshold: float | None = Field(
+        None, gt=0, description="One |daily change| limit for every stock (None: the market's rules, e.g. A-share boards)."
+    )
     lag: int = Field(1, ge=0, description="Trade at close of (score date + lag): 1 for label t+1->t+2, 0 for t->t+1.")
     days_per_year: int = Field(238, ge=1, description="Trading days per year for annualisation (Qlib: 238).")
 
@@ -77,50 +92,46 @@ class BacktestConfig(BaseModel):
         """A config whose lag matches the label protocol."""
         return cls(lag=lag_for_label(label), **fields)
 
+    def with_market_costs(self, rules: MarketRules) -> "BacktestConfig":
+        """This config with unset cost fields taken from the market's rules."""
+        unset = {k: getattr(rules, k) for k in ("buy_cost", "sell_cost", "min_cost") if getattr(self, k) is None}
+        return self.model_copy(update=unset)
+
 
 @dataclass
 class TradingRules:
-    """What can be done on each day [D, N]: from a bar panel and a universe mask."""
+    """What can be done on each day [D, N]: from a bar panel, a universe mask and the market's rules."""
 
     asset_return: np.ndarray  # float64: adjusted close t → t+1 (0 where unknown); last row 0
     can_buy: np.ndarray  # bool
     can_sell: np.ndarray  # bool
     member: np.ndarray  # bool
+    price: np.ndarray  # float64 raw close (prices per-share costs)
 
     @classmethod
-    def from_market(cls, market: Market, limit_threshold: float) -> "TradingRules":
+    def from_market(cls, market: Market, limit_threshold: float | None = None, rules: MarketRules | None = None) -> "TradingRules":
+        """``limit_threshold`` set: one limit on the daily change for all; else the limits of ``rules``
+        (default: the rules of ``market.kind``)."""
         panel = market.panel
         close = pd.DataFrame(panel.field("close").astype("float64")).ffill().to_numpy()
         asset_return = np.zeros_like(close)
         with np.errstate(divide="ignore", invalid="ignore"):
             asset_return[:-1] = close[1:] / close[:-1] - 1.0
         asset_return[~np.isfinite(asset_return)] = 0.0
-        change = daily_change(panel, close)
+        if limit_threshold is not None:
+            limit_up, limit_down = uniform_limit_locked(panel, limit_threshold)
+        else:
+            limit_up, limit_down = (rules or rules_for(market.kind)).limit_locked(panel)
         tradable = np.isfinite(panel.field("close"))
         if panel.has("volume"):
             tradable &= np.nan_to_num(panel.field("volume"), nan=0.0) > 0
         return cls(
             asset_return=asset_return,
-            can_buy=tradable & ~(change >= limit_threshold),
-            can_sell=tradable & ~(change <= -limit_threshold),
+            can_buy=tradable & ~limit_up,
+            can_sell=tradable & ~limit_down,
             member=market.universe.mask,
+            price=raw_close_and_reference(panel)[0],
         )
-
-
-def daily_change(panel: BarPanel, filled_close: np.ndarray) -> np.ndarray:
-    """Daily price change as a fraction [D, N] (NaN where unknown).
-
-    Uses the ``change`` field when present; a source that stores it in percent
-    (any |value| > 1.5, impossible as a fraction under ±10%/±20% limits) is
-    divided by 100. Otherwise: adjusted close / previous known close − 1.
-    """
-    if panel.has("change"):
-        change = panel.field("change").astype("float64")
-        return change / 100.0 if np.nanmax(np.abs(change), initial=0.0) > 1.5 else change
-    change = np.full_like(filled_close, np.nan)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        change[1:] = filled_close[1:] / filled_close[:-1] - 1.0
-    return np.where(np.isfinite(panel.field("close")), change, np.nan)
 
 
 def score_matrix(scores: pd.DataFrame, panel: BarPanel) -> tuple[np.ndarray, int]:
@@ -193,12 +204,16 @@ def _dropout_trades(w: np.ndarray, cash: float, score: np.ndarray, day: int, rul
     return _Trades(new, len(want_buy) - len(buyable), int((want_sell & ~sell).sum()))
 
 
-def _cost_fraction(old: np.ndarray, new: np.ndarray, value: float, config: BacktestConfig) -> float:
+def _cost_fraction(old: np.ndarray, new: np.ndarray, value: float, price: np.ndarray, config: BacktestConfig) -> float:
     """Costs of moving weights old → new on a portfolio worth ``value``, as a fraction of it."""
     delta = new - old
     traded = np.abs(delta) > _TINY
-    rate = np.where(delta > 0, config.buy_cost, config.sell_cost)
-    per_stock = np.maximum(rate * np.abs(delta) * value, config.min_cost)
+    rate = np.where(delta > 0, config.buy_cost, config.sell_cost) + config.spread / 2
+    traded_value = np.abs(delta) * value
+    per_stock = rate * traded_value
+    if config.per_share_cost:
+        per_stock = per_stock + config.per_share_cost * np.divide(traded_value, price, out=np.zeros_like(price), where=price > 0)
+    per_stock = np.maximum(per_stock, config.min_cost)
     return float(per_stock[traded].sum() / value)
 
 
@@ -212,25 +227,32 @@ class BacktestResult:
     refused: limit-up or suspended), blocked_sells (exits refused: limit-down or
     suspended).
     ``positions``: long table (trade_date, instrument, weight) of post-trade weights.
+    ``benchmark``: what the benchmark column is (the index's symbol, the
+    equal-weight universe mean, or none).
     """
 
     daily: pd.DataFrame
     positions: pd.DataFrame
     config: BacktestConfig
     unknown_instrument_rows: int = 0
+    benchmark: str = "none"
 
     def summary(self, with_cost: bool = True) -> dict[str, float]:
         return summarize_backtest(self.daily, with_cost, self.config.days_per_year)
 
 
-def backtest(scores: pd.DataFrame, market: Market, config: BacktestConfig | None = None) -> BacktestResult:
+def backtest(
+    scores: pd.DataFrame, market: Market, config: BacktestConfig | None = None, rules: MarketRules | None = None
+) -> BacktestResult:
     """Simulate the strategy on ``market`` from a score table (datetime, instrument, score) of one model and seed.
 
+    ``rules``: the market's trading rules (default: those of ``market.kind``).
     Trade days run from the first score date + lag to the last score date + lag
     (and at most the calendar's second-to-last day). A trade day whose signal day
     has no score at all keeps the positions unchanged.
     """
-    config = config or BacktestConfig()
+    rules = rules or rules_for(market.kind)
+    config = (config or BacktestConfig()).with_market_costs(rules)
     panel = market.panel
     matrix, unknown = score_matrix(scores, panel)
     signal_days = np.flatnonzero(np.isfinite(matrix).any(axis=1))
@@ -239,9 +261,11 @@ def backtest(scores: pd.DataFrame, market: Market, config: BacktestConfig | None
     first, last = signal_days[0] + config.lag, min(signal_days[-1] + config.lag, len(panel.calendar) - 2)
     if first > last:
         raise UserError("the scores end too late in the market calendar to earn any return")
-    rules = TradingRules.from_market(market, config.limit_threshold)
-    benchmark = benchmark_returns(market)
-    rows, positions = _simulate(matrix, rules, benchmark, range(first, last + 1), config)
+    trading = TradingRules.from_market(market, config.limit_threshold, rules)
+    benchmark, benchmark_name = benchmark_returns(market), benchmark_label(market, rules)
+    if market.benchmark is None and rules.equal_weight_benchmark:
+        benchmark = equal_weight_returns(market, trading.asset_return)
+    rows, positions = _simulate(matrix, trading, benchmark, range(first, last + 1), config)
     daily = pd.DataFrame(rows, index=pd.DatetimeIndex(panel.calendar.dates[[r["day"] + 1 for r in rows]], name="datetime"))
     daily["trade_date"] = panel.calendar.dates[daily.pop("day").to_numpy()]
     daily["excess_gross"] = daily["return_gross"] - daily["benchmark"]
@@ -253,7 +277,7 @@ def backtest(scores: pd.DataFrame, market: Market, config: BacktestConfig | None
             "weight": [p[2] for p in positions],
         }
     )
-    return BacktestResult(daily, position_frame, config, unknown)
+    return BacktestResult(daily, position_frame, config, unknown, benchmark_name)
 
 
 def _simulate(matrix: np.ndarray, rules: TradingRules, benchmark: np.ndarray, days: range, config: BacktestConfig):
@@ -272,7 +296,7 @@ def _simulate(matrix: np.ndarray, rules: TradingRules, benchmark: np.ndarray, da
         else:
             trades = _Trades(w, 0, 0)
         new = trades.weights
-        cost = _cost_fraction(w, new, config.capital * nav, config)
+        cost = _cost_fraction(w, new, config.capital * nav, rules.price[day], config)
         turnover = float(np.abs(new - w).sum())
         cash = cash + w.sum() - new.sum() - cost
         gross = float(new @ rules.asset_return[day])
@@ -303,6 +327,27 @@ def benchmark_returns(market: Market) -> np.ndarray:
     out = np.full(len(dates), np.nan)
     out[:-1] = close[1:] / close[:-1] - 1.0
     return out
+
+
+EQUAL_WEIGHT_BENCHMARK = "equal-weight mean of the universe's members"
+
+
+def benchmark_label(market: Market, rules: MarketRules) -> str:
+    """What a backtest of ``market`` under ``rules`` compares against."""
+    if market.benchmark is not None:
+        return str(market.benchmark.name)
+    return EQUAL_WEIGHT_BENCHMARK if rules.equal_weight_benchmark else "none"
+
+
+def equal_weight_returns(market: Market, asset_return: np.ndarray) -> np.ndarray:
+    """Equal-weight mean return t → t+1 of the members on day t with a bar on t and t+1 [D] (NaN with none)."""
+    listed = np.isfinite(market.panel.field("close"))
+    counted = market.universe.mask.copy()
+    counted[:-1] &= listed[:-1] & listed[1:]
+    counted[-1] = False
+    n = counted.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, np.where(counted, asset_return, 0.0).sum(axis=1) / n, np.nan)
 
 
 def _max_drawdown(returns: pd.Series) -> float:

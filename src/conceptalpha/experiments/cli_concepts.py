@@ -38,9 +38,9 @@ def build(
     specs = [parse_source_spec(s) for s in source]
     names = unique_source_names([kind for kind, _ in specs])
     settings = KeywordSettings(top_k=keywords_top_k, min_support=keywords_min_support)
-    sources = [read_source(kind, path, name, settings) for (kind, path), name in zip(specs, names)]
     market = load_market(provider, universe, start, end, fields=["close"])
-    members = load_membership(provider, universe, market.calendar)
+    sources = [read_source(kind, path, name, settings, market.kind) for (kind, path), name in zip(specs, names)]
+    members = load_membership(provider, universe, market.calendar, market.kind)
     members = market.universe if members is None else members
     graph = build_concept_graph(sources, members, has_bars_on(members, market.panel), min_members)
     graph.save(out)

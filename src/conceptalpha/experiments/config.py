@@ -87,6 +87,7 @@ class SyntheticData(Strict):
     seed: int = 0
     n_stocks: int = 300
     n_years: int = 6
+    market: Literal["cn", "us"] = Field("cn", description="cn: A-share codes and concepts; us: US-style tickers, an industry table.")
     extra: dict[str, Any] = Field(default_factory=dict, description="Further SynthConfig fields.")
 
 
@@ -107,6 +108,13 @@ class DataSection(Strict):
     synthetic: SyntheticData = Field(default_factory=SyntheticData)
     derived_universe: DerivedUniverse | None = None
     vwap_proxy: bool = False
+    market: Literal["cn", "generic", "auto"] = Field(
+        "auto",
+        description="Files' market: cn (A-share codes and rules), generic (any tickers, no price limits), auto (cn when every "
+        "instrument is an A-share code). The synthetic market's is synthetic.market.",
+    )
+    benchmark: str | None = Field(None, description="Benchmark instrument (e.g. SPY); None: SH000300 for cn, none for generic.")
+    st_table: str | None = Field(None, description="A-shares: dated ST table (instrument,start,end) for the ±5% limit.")
 
 
 class ConceptSource(Strict):

@@ -53,7 +53,7 @@ def diagnose_run(run_dir: str | Path, with_backtests: bool = True) -> dict:
 
         market = load_inputs(config).market
         out["label"] = config.features.label
-        out["costs"] = _costs(config.backtest)
+        out["costs"] = _costs(config.backtest, market.kind)
         out["strategies"] = dx.strategies_by_model(predictions, market, config.features.label, config.backtest)
     write_json(run_dir / "diagnostics.json", out)
     write_text(run_dir / "diagnostics.md", diagnostics_markdown(out))
@@ -66,11 +66,12 @@ def _read(path: Path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def _costs(settings: dict) -> dict[str, float]:
-    """The cost fields both strategies run with (the run's backtest section, else the defaults)."""
+def _costs(settings: dict, market_kind: str) -> dict[str, float]:
+    """The cost fields both strategies run with (the run's backtest section, else the market's defaults)."""
     from conceptalpha.evaluation.backtest import BacktestConfig
+    from conceptalpha.evaluation.market_rules import rules_for
 
-    defaults = BacktestConfig().model_dump()
+    defaults = BacktestConfig().with_market_costs(rules_for(market_kind)).model_dump()
     return {key: settings.get(key, defaults[key]) for key in ("buy_cost", "sell_cost", "min_cost", "capital")}
 
 

@@ -77,11 +77,12 @@ def _market_and_concept_tables(config: ExperimentConfig) -> tuple[Market, list[p
         from conceptalpha.data.synthetic import SynthConfig, generate
 
         syn = config.data.synthetic
-        synth = generate(SynthConfig(seed=syn.seed, n_stocks=syn.n_stocks, n_years=syn.n_years, **syn.extra))
-        tables = [from_frame(synth.concepts, source="synthetic")]
-        notes = ["Synthetic market: the oracle IC is the ceiling any model can reach on it."]
+        synth = generate(SynthConfig(seed=syn.seed, n_stocks=syn.n_stocks, n_years=syn.n_years, market=syn.market, **syn.extra))
+        tables = [from_frame(synth.concepts, source="synthetic", market=synth.market.kind)]
+        notes = ["Synthetic market: the oracle IC is the ceiling any model can reach on it.", market_note(synth.market)]
         return synth.market, tables, synth.oracle(config.features.label), notes
     from conceptalpha.data.loader import load_market
+    from conceptalpha.data.qlib import MARKET_DEFAULT
 
     market = load_market(
         config.data.provider,
@@ -89,13 +90,28 @@ def _market_and_concept_tables(config: ExperimentConfig) -> tuple[Market, list[p
         start=config.data.start,
         end=config.data.end,
         shares=config.data.shares,
+        st_table=config.data.st_table,
         vwap_proxy=config.data.vwap_proxy,
+        market=config.data.market,
+        benchmark=config.data.benchmark or MARKET_DEFAULT,
     )
     sources = config.concepts.sources
     names = unique_source_names([src.kind for src in sources])
-    tables = [read_source(src.kind, src.path, source=name) for src, name in zip(sources, names)]
+    tables = [read_source(src.kind, src.path, source=name, market=market.kind) for src, name in zip(sources, names)]
     notes = [SNAPSHOT_NOTE] if tables else ["No concept source configured: HIST runs without predefined concepts."]
-    return market, tables, None, notes
+    return market, tables, None, [*notes, market_note(market)]
+
+
+def market_note(market: Market) -> str:
+    """One line for the report: the market's rules and what excess returns are measured against."""
+    from conceptalpha.evaluation.backtest import benchmark_label
+    from conceptalpha.evaluation.market_rules import rules_for
+
+    how = " (inferred from the symbols)" if market.kind_inferred else ""
+    rules = "A-share price limits by board, date, ST status and listing age" if market.kind == "cn" else "no price limits, no stamp duty"
+    benchmark = benchmark_label(market, rules_for(market.kind))
+    excess = "no benchmark series: no excess returns" if benchmark == "none" else f"backtest excess returns are against {benchmark}"
+    return f"Market {market.kind}{how}: {rules}; {excess}."
 
 
 def _apply_derived_universe(config: ExperimentConfig, market: Market, notes: list[str]) -> Market:
