@@ -53,8 +53,9 @@ def diagnose_run(run_dir: str | Path, with_backtests: bool = True) -> dict:
 
         market = load_inputs(config).market
         out["label"] = config.features.label
-        out["costs"] = _costs(config.backtest, market.kind)
-        out["strategies"] = dx.strategies_by_model(predictions, market, config.features.label, config.backtest)
+        settings = config.backtest_settings().model_dump(exclude_unset=True)
+        out["costs"] = _costs(settings, market.kind)
+        out["strategies"] = dx.strategies_by_model(predictions, market, config.features.label, settings)
     write_json(run_dir / "diagnostics.json", out)
     write_text(run_dir / "diagnostics.md", diagnostics_markdown(out))
     return out
