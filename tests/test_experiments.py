@@ -10,8 +10,9 @@ import pytest
 
 from conceptalpha.errors import UserError
 from conceptalpha.experiments.config import validate_config
-from conceptalpha.experiments.grid import expand_jobs, run_grid
-from conceptalpha.experiments.orchestrate import run_experiment, windows
+from conceptalpha.experiments.grid import run_grid
+from conceptalpha.experiments.jobs import expand_jobs, windows
+from conceptalpha.experiments.orchestrate import run_experiment
 from conceptalpha.experiments.predict import predict_date
 
 TINY = {
@@ -168,12 +169,12 @@ def test_grid_reports_a_failed_job_and_continues(tmp_path, capsys):
     raw = tiny(models=[{"name": "GRU", "params": {"hidden_size": 8, "num_layers": 1}}, {"name": "MLP", "params": {"hidden_size": 8}, "trainer": {"max_epochs": -1}}])
     cfg_path = tmp_path / "grid.yaml"
     cfg_path.write_text(json.dumps(raw))
-    jobs = expand_jobs(validate_config(raw), tmp_path / "g")
-    assert len(jobs) == 2
+    jobs = expand_jobs(validate_config(raw))
+    assert [job.id for job in jobs] == ["GRU-seed0-csi300-w0", "MLP-seed0-csi300-w0"]
     table = run_grid(cfg_path, out_dir=tmp_path / "g", executor="local")
     assert list(table["model"]) == ["GRU"]
     assert "FAILED" in capsys.readouterr().out
-    assert (tmp_path / "g" / "jobs" / "MLP-seed0-csi300-w0" / "error.txt").exists()
+    assert "max_epochs" in (tmp_path / "g" / "models" / "MLP" / "seed0" / "error.txt").read_text()
 
 
 def test_cli_run_with_unknown_key_is_one_line_exit_2(tmp_path):

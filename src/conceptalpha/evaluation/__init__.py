@@ -5,6 +5,8 @@
   (datetime, instrument, score, label) table).
 - :mod:`~conceptalpha.evaluation.backtest`: daily long-only top-k / TopkDropout
   backtest with costs, limit moves and suspensions.
+- :mod:`~conceptalpha.evaluation.summary`: a run's metrics computed once (per seed,
+  mean ± std over seeds, oracle) and its tables.
 - :mod:`~conceptalpha.evaluation.report`: the self-contained HTML report.
 - :mod:`~conceptalpha.evaluation.export`: Qlib ``pred.pkl`` and alphalens factor.
 """
@@ -12,13 +14,13 @@
 from conceptalpha.evaluation.backtest import BacktestConfig, BacktestResult, backtest, lag_for_label, summarize_backtest
 from conceptalpha.evaluation.export import export_qlib_pred, to_alphalens_factor
 from conceptalpha.evaluation.metrics import daily_ic, factor_report, factor_summary, ic_summary
-from conceptalpha.evaluation.report import build_report, comparison_table, render_report
+from conceptalpha.evaluation.report import comparison_table, render_report
+from conceptalpha.evaluation.summary import results_table, summarise_run
 
 __all__ = [
     "BacktestConfig",
     "BacktestResult",
     "backtest",
-    "build_report",
     "comparison_table",
     "daily_ic",
     "export_qlib_pred",
@@ -27,6 +29,8 @@ __all__ = [
     "ic_summary",
     "lag_for_label",
     "render_report",
+    "results_table",
+    "summarise_run",
     "summarize_backtest",
     "to_alphalens_factor",
 ]
