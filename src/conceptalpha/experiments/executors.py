@@ -18,8 +18,8 @@ import contextlib
 import logging
 import logging.handlers
 import os
-import queue
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -128,21 +128,23 @@ class ProcessExecutor:
             context.dataset(job)  # fills the cache the workers read
         log.info("training %d jobs in %d worker processes (one line per epoch below and in run.log)", len(pending), self.workers)
         spawn = multiprocessing.get_context("spawn")
-        events = spawn.Queue()
         payload = config.model_dump_json()
-        running: dict[str, tuple[Job, object]] = {}
+        running: dict[object, tuple[Job, object]] = {}  # the parent's end of each worker's pipe → (job, process)
         failures: list[Failure] = []
         todo, done = list(pending), 0
         try:
             while todo or running:
                 while todo and len(running) < self.workers:
                     job = todo.pop(0)
-                    process = spawn.Process(target=_worker, args=(payload, str(run_dir), job, events, os.getpid()), daemon=True)
+                    reader, writer = spawn.Pipe(duplex=False)
+                    process = spawn.Process(target=_worker, args=(payload, str(run_dir), job, writer, os.getpid()), daemon=True)
                     process.start()
-                    running[job.id] = (job, process)
-                for job_id, failure in _finished_jobs(events, running):
-                    job, process = running.pop(job_id)
+                    writer.close()  # the worker holds the only writer: its death ends the pipe
+                    running[reader] = (job, process)
+                for reader, failure in _ended_jobs(running):
+                    job, process = running.pop(reader)
                     process.join()
+                    reader.close()
                     done += 1
                     if failure is not None:
                         if not keep_going:
@@ -154,19 +156,33 @@ class ProcessExecutor:
         return failures
 
 
-def _finished_jobs(events, running: dict) -> Iterator[tuple[str, Failure | None]]:
-    """Handle the workers' events of the next half second; yield (job id, failure or None) of the jobs that ended."""
-    try:
-        event = events.get(timeout=PARENT_POLL_SECONDS)
-    except queue.Empty:
-        for job_id, (job, process) in list(running.items()):
-            if process.exitcode is not None and events.empty():  # died without reporting (OOM killer, kill -9)
-                yield job_id, Failure(job, f"worker process died (exit code {process.exitcode})", "")
-        return
-    if isinstance(event, logging.LogRecord):
-        logging.getLogger(event.name).handle(event)
-    else:
-        yield event
+def _ended_jobs(running: dict) -> Iterator[tuple[object, Failure | None]]:
+    """Handle the workers' messages of the next half second; yield (pipe, failure or None) of the jobs that ended.
+
+    Pipes, not a multiprocessing queue: a worker terminated mid-write cannot leave a
+    shared lock held, and no semaphore outlives the run.
+    """
+    from multiprocessing.connection import wait
+
+    for reader in wait(list(running), timeout=PARENT_POLL_SECONDS):
+        job, process = running[reader]
+        try:
+            message = reader.recv()
+        except EOFError:  # died without reporting (OOM killer, kill -9)
+            process.join()
+            yield reader, Failure(job, f"worker process died (exit code {process.exitcode})", "")
+            continue
+        if isinstance(message, logging.LogRecord):
+            logging.getLogger(message.name).handle(message)
+        else:
+            yield reader, message
+
+
+class _PipeHandler(logging.handlers.QueueHandler):
+    """Sends each (prepared, picklable) log record through a pipe to the parent."""
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        self.queue.send(record)
 
 
 def _stop(processes: list) -> None:
@@ -182,12 +198,17 @@ def _stop(processes: list) -> None:
             process.join()
 
 
-def _worker(config_json: str, run_dir: str, job: Job, events, parent_pid: int) -> None:
-    """Worker process: train one job; log records and the outcome go to the parent through ``events``."""
+def _worker(config_json: str, run_dir: str, job: Job, pipe, parent_pid: int) -> None:
+    """Worker process: train one job; log records and then the outcome (a Failure or None) go to the parent.
+
+    SIGTERM exits through Python (SystemExit), so half-written temporary files are
+    removed and multiprocessing's semaphores (tqdm's lock) are released.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     exit_with_parent(parent_pid)
     root = logging.getLogger("conceptalpha")
-    root.handlers[:] = [logging.handlers.QueueHandler(events)]
+    root.handlers[:] = [_PipeHandler(pipe)]
     root.setLevel(logging.INFO)
     try:
         from conceptalpha.experiments.runner import JobContext, train_job
@@ -195,9 +216,9 @@ def _worker(config_json: str, run_dir: str, job: Job, events, parent_pid: int) -
         config = ExperimentConfig.model_validate_json(config_json)
         set_threads(config.threads)
         train_job(JobContext(config), job, RunFiles(Path(run_dir)).job(job.dir_parts), progress=False)
-        events.put((job.id, None))
-    except BaseException as err:  # reported to the parent, which decides
-        events.put((job.id, _failure(job, err)))
+        pipe.send(None)
+    except Exception as err:  # reported to the parent, which decides
+        pipe.send(_failure(job, err))
 
 
 def exit_with_parent(parent_pid: int) -> None:
