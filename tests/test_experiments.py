@@ -1,6 +1,7 @@
 """End-to-end runs on a tiny synthetic market: run, resume, rolling, grid, predict, CLI."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -117,7 +118,10 @@ def test_jobs_in_worker_processes_give_the_serial_predictions(finished_run, tmp_
     serial = pd.read_parquet(finished_run / "predictions.parquet")
     parallel = pd.read_parquet(tmp_path / "parallel" / "predictions.parquet")
     pd.testing.assert_frame_equal(serial, parallel)
-    assert "2 worker processes" in (tmp_path / "parallel" / "run.log").read_text()
+    log = (tmp_path / "parallel" / "run.log").read_text()
+    assert "2 worker processes" in log
+    for model in ("HIST", "GRU"):  # each worker's epochs reach the parent's log while it trains
+        assert re.search(rf"{model} seed 0 epoch 2/2: train loss \d\.\d{{4}}, valid IC -?\d\.\d{{4}}, [\d.]+ s, best -?\d\.\d{{4}} \(epoch [12]\)", log)
 
 
 def test_predict_writes_ranked_list_with_explanations(finished_run, tmp_path):

@@ -17,14 +17,12 @@ from conceptalpha.errors import UserError
 from conceptalpha.experiments.config import validate_config
 from conceptalpha.experiments.layout import RunFiles
 from conceptalpha.experiments.orchestrate import hold_run_dir, run_experiment
+from test_experiments import TINY
 
-EPOCHS = 20
+EPOCHS = 8
 CONFIG = {
+    **TINY,
     "name": "stops",
-    "data": {"provider": "synthetic", "synthetic": {"seed": 3, "n_stocks": 30, "n_years": 2}},
-    "concepts": {"min_members": 2},
-    "segments": {"train": ["2010-01-01", "2010-09-30"], "valid": ["2010-10-01", "2010-12-31"], "test": ["2011-01-01", "2011-03-31"]},
-    "models": [{"name": "GRU", "params": {"hidden_size": 8, "num_layers": 1}}],
     "trainer": {"max_epochs": EPOCHS, "patience": EPOCHS, "lr": 0.001, "show_progress": False},
     "seeds": [0, 1],
     "workers": 2,

@@ -72,6 +72,11 @@ def make_executor(name: str, workers: int = 1, progress: bool = True, context=No
     raise UserError(f"executor {name!r}: expected one of {', '.join(EXECUTORS)}")
 
 
+def unfinished(run_dir: Path, jobs: Sequence[Job]) -> list[Job]:
+    files = RunFiles(run_dir)
+    return [job for job in jobs if not files.job(job.dir_parts).finished()]
+
+
 def _failure(job: Job, err: BaseException) -> Failure:
     return Failure(job, str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}",
                    "".join(traceback.format_exception(err)), isinstance(err, UserError))
@@ -119,8 +124,7 @@ class ProcessExecutor:
 
         from conceptalpha.experiments.runner import JobContext
 
-        files = RunFiles(run_dir)
-        pending = [job for job in jobs if not files.job(job.dir_parts).finished()]
+        pending = unfinished(run_dir, jobs)
         if not pending:
             return []
         context = self.context or JobContext(config)
@@ -253,8 +257,7 @@ class RayExecutor:
         self.address, self.max_parallel = address, max_parallel
 
     def run(self, config: ExperimentConfig, run_dir: Path, jobs: Sequence[Job], keep_going: bool) -> list[Failure]:
-        files = RunFiles(run_dir)
-        pending = [job for job in jobs if not files.job(job.dir_parts).finished()]
+        pending = unfinished(run_dir, jobs)
         if not pending:
             return []
         try:

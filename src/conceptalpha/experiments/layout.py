@@ -40,29 +40,12 @@ class JobFiles:
 
     root: Path
 
-    @property
-    def predictions(self) -> Path:
-        return self.root / FINISHED_MARKER
-
-    @property
-    def explanations(self) -> Path:
-        return self.root / "explanations.parquet"
-
-    @property
-    def meta(self) -> Path:
-        return self.root / "job.json"
-
-    @property
-    def error(self) -> Path:
-        return self.root / "error.txt"
-
-    @property
-    def best(self) -> Path:
-        return self.root / "best.pt"
-
-    @property
-    def gbdt_model(self) -> Path:
-        return self.root / "model.txt"
+    predictions = property(lambda self: self.root / FINISHED_MARKER)
+    explanations = property(lambda self: self.root / "explanations.parquet")
+    meta = property(lambda self: self.root / "job.json")
+    error = property(lambda self: self.root / "error.txt")
+    best = property(lambda self: self.root / "best.pt")
+    gbdt_model = property(lambda self: self.root / "model.txt")
 
     def finished(self) -> bool:
         """A job is finished once its predictions are saved: they are written last, atomically."""
