@@ -175,10 +175,26 @@ def test_grid_reports_a_failed_job_and_continues(tmp_path, capsys):
     cfg_path.write_text(json.dumps(raw))
     jobs = expand_jobs(validate_config(raw))
     assert [job.id for job in jobs] == ["GRU-seed0-csi300-w0", "MLP-seed0-csi300-w0"]
-    table = run_grid(cfg_path, out_dir=tmp_path / "g", executor="local")
+    table = run_grid(cfg_path, out_dir=tmp_path / "g", executor="serial")
     assert list(table["model"]) == ["GRU"]
     assert "FAILED" in capsys.readouterr().out
     assert "max_epochs" in (tmp_path / "g" / "models" / "MLP" / "seed0" / "error.txt").read_text()
+
+
+def test_jobs_of_a_grid_cover_every_coordinate_in_their_own_directories():
+    raw = tiny(
+        seeds=[0, 1],
+        grid={"universes": ["csi300", "csi100"], "windows": [TINY["segments"], {**TINY["segments"], "test": ["2011-04-01", "2011-06-30"]}]},
+        rolling={"enabled": True, "step_months": 2, "train_months": 6, "valid_months": 3},
+    )
+    jobs = expand_jobs(validate_config(raw))
+    assert len(jobs) == 2 * 2 * 2 * 2  # universes × periods × rolling windows × seeds (one model)
+    assert len({job.dir_parts for job in jobs}) == len(jobs)
+    assert jobs[0].dir_parts == ("GRU", "seed0", "csi300", "period0", "window0")
+    assert jobs[-1].id == "GRU-seed1-csi100-w1-r1" and jobs[-1].cell == "GRU-seed1-csi100-w1"
+    assert jobs[-1].segment_dates["test"] == ("2011-06-01", "2011-06-30")
+    with pytest.raises(UserError, match="conceptalpha grid"):
+        run_experiment(validate_config(raw), progress=False)
 
 
 def test_cli_run_with_unknown_key_is_one_line_exit_2(tmp_path):

@@ -130,7 +130,8 @@ def hold_run_dir(lock: Path) -> Iterator[None]:
 
 
 def claim_run_dir(run_dir: Path, config: ExperimentConfig, resume: bool) -> None:
-    saved = run_dir / "config.yaml"
+    """Save the config in a new run directory; an existing one must hold the same config and be resumed."""
+    saved = RunFiles(run_dir).config
     text = dump_config(config)
     if saved.exists() and not _same_run(saved, config):
         raise UserError(
@@ -192,6 +193,6 @@ def _oracle(predictions: pd.DataFrame, inputs: Inputs) -> pd.DataFrame | None:
 def print_summary(result: RunResult) -> None:
     print(result.table)
     print(f"\nrun directory: {result.run_dir}")
-    report = result.run_dir / "report.html"
+    report = RunFiles(result.run_dir).report
     if report.exists():
         print(f"report: {report.resolve()}")
