@@ -122,7 +122,7 @@ class ProcessExecutor:
     def run(self, config: ExperimentConfig, run_dir: Path, jobs: Sequence[Job], keep_going: bool) -> list[Failure]:
         import multiprocessing
 
-        from conceptalpha.experiments.runner import JobContext
+        from conceptalpha.experiments.runner import JobContext, is_neural
 
         pending = unfinished(run_dir, jobs)
         if not pending:
@@ -135,7 +135,7 @@ class ProcessExecutor:
         payload = config.model_dump_json()
         running: dict[object, tuple[Job, object]] = {}  # the parent's end of each worker's pipe → (job, process)
         failures: list[Failure] = []
-        todo, done = list(pending), 0
+        todo, done = sorted(pending, key=lambda job: not is_neural(job.model)), 0  # longest first
         try:
             while todo or running:
                 while todo and len(running) < self.workers:

@@ -156,7 +156,7 @@ def train_job(context: JobContext, job: Job, files: JobFiles, progress: bool) ->
     config = context.config
     entry = config.models[job.model_index]
     log.info("train %s in %s", job.describe(), files.root)
-    if _is_neural(entry.name):
+    if is_neural(entry.name):
         entry = entry.model_copy(update={"trainer": {"show_progress": progress, **entry.trainer}})
     out = run_one(
         context.inputs(job.universe), context.dataset(job), job.segment_dates, config, entry, job.seed, files.root,
@@ -205,7 +205,7 @@ def setup_run_log(path: Path, console: bool = True, epochs_on_console: bool = Tr
         log.addHandler(stream)
 
 
-def _is_neural(name: str) -> bool:
+def is_neural(name: str) -> bool:
     from conceptalpha.models.registry import get_model_spec
 
     return get_model_spec(name).kind == "neural"
