@@ -29,9 +29,9 @@ CONFIG = {
 }
 
 
-def start_run(tmp_path: Path, out: Path) -> subprocess.Popen:
+def start_run(tmp_path: Path, out: Path, workers: int = 2) -> subprocess.Popen:
     config = tmp_path / "config.yaml"
-    config.write_text(json.dumps(CONFIG))  # JSON is YAML
+    config.write_text(json.dumps({**CONFIG, "workers": workers}))  # JSON is YAML
     return subprocess.Popen(
         [sys.executable, "-m", "conceptalpha.experiments.cli", "run", str(config), "--out", str(out), "--quiet"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -106,6 +106,7 @@ def test_signal_stops_workers_and_resume_gives_the_uninterrupted_predictions(tmp
     assert "epoch 1/" in stderr  # the workers' epochs reached the console while they trained
     job = RunFiles(out).job(("GRU", "seed0"))
     assert (job.root / "checkpoint.pt").exists() and not job.finished()  # stopped mid-training, resumable
+    assert not list(out.rglob(".*.tmp"))  # the workers exited through Python: no half-written file
     resumed = subprocess.run(
         [sys.executable, "-m", "conceptalpha.experiments.cli", "run", str(out / "config.yaml"), "--resume", "--quiet"],
         capture_output=True, text=True, timeout=600,
@@ -113,6 +114,18 @@ def test_signal_stops_workers_and_resume_gives_the_uninterrupted_predictions(tmp
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in (out / "run.log").read_text()
     pd.testing.assert_frame_equal(pd.read_parquet(out / "predictions.parquet"), uninterrupted)
+
+
+def test_sigint_stops_a_serial_run_between_two_epochs(tmp_path):
+    out = tmp_path / "run"
+    run = start_run(tmp_path, out, workers=1)
+    wait_for_epoch_lines(run, out / "run.log", jobs=1)
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=10)
+    assert run.returncode == 130
+    assert stderr.strip().splitlines()[-1].startswith("interrupted by SIGINT") and "Traceback" not in stderr
+    assert (out / "models" / "GRU" / "seed0" / "checkpoint.pt").exists()
+    assert not list(out.rglob(".*.tmp"))  # no half-written file left behind
 
 
 @pytest.mark.slow
