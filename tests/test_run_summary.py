@@ -18,7 +18,8 @@ def test_mean_and_std_over_seeds_by_hand():
     got = mean_std({0: {"IC": 0.01, "x": 1.0}, 1: {"IC": 0.03, "x": 1.0}})
     assert got["IC"]["mean"] == pytest.approx(0.02) and got["IC"]["std"] == pytest.approx(0.0141421356)
     assert got["x"] == {"mean": 1.0, "std": 0.0}
-    assert mean_std({5: {"IC": 0.02}}) == {"IC": {"mean": 0.02, "std": 0.0}}
+    single = mean_std({5: {"IC": -0.02}})
+    assert single == {"IC": {"mean": -0.02, "std": 0.0}} and str(single["IC"]["std"]) == "0.0"  # not -0.0
 
 
 def test_summarise_run_per_seed_and_over_seeds():

@@ -87,7 +87,7 @@ def mean_std(by_seed: Mapping[int, Mapping[str, float]]) -> dict[str, dict[str, 
     if not by_seed:
         return {}
     frame = pd.DataFrame({seed: dict(m) for seed, m in by_seed.items()}).T.astype("float64")
-    std = frame.std(ddof=1) if len(frame) > 1 else frame.iloc[0] * 0.0
+    std = frame.std(ddof=1) if len(frame) > 1 else pd.Series(0.0, index=frame.columns)
     return {k: {"mean": float(frame[k].mean()), "std": float(std[k])} for k in frame.columns}
 
 
