@@ -248,7 +248,7 @@ def test_benchmark_configs_follow_the_common_protocol():
     from pathlib import Path
 
     from conceptalpha.experiments.config import load_config
-    from conceptalpha.experiments.orchestrate import windows
+    from conceptalpha.experiments.jobs import windows
 
     configs = Path(__file__).parents[1] / "configs"
     bench = load_config(configs / "csi300_benchmark.yaml")

@@ -1,6 +1,7 @@
 """End-to-end runs on a tiny synthetic market: run, resume, rolling, grid, predict, CLI."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,9 @@ import pytest
 
 from conceptalpha.errors import UserError
 from conceptalpha.experiments.config import validate_config
-from conceptalpha.experiments.grid import expand_jobs, run_grid
-from conceptalpha.experiments.orchestrate import run_experiment, windows
+from conceptalpha.experiments.grid import run_grid
+from conceptalpha.experiments.jobs import expand_jobs, windows
+from conceptalpha.experiments.orchestrate import run_experiment
 from conceptalpha.experiments.predict import predict_date
 
 TINY = {
@@ -119,7 +121,10 @@ def test_jobs_in_worker_processes_give_the_serial_predictions(finished_run, tmp_
     serial = pd.read_parquet(finished_run / "predictions.parquet")
     parallel = pd.read_parquet(tmp_path / "parallel" / "predictions.parquet")
     pd.testing.assert_frame_equal(serial, parallel)
-    assert "2 worker processes" in (tmp_path / "parallel" / "run.log").read_text()
+    log = (tmp_path / "parallel" / "run.log").read_text()
+    assert "2 worker processes" in log
+    for model in ("HIST", "GRU"):  # each worker's epochs reach the parent's log while it trains
+        assert re.search(rf"{model} seed 0 epoch 2/2: train loss \d\.\d{{4}}, valid IC -?\d\.\d{{4}}, [\d.]+ s, best -?\d\.\d{{4}} \(epoch [12]\)", log)
 
 
 def test_predict_writes_ranked_list_with_explanations(finished_run, tmp_path):
@@ -173,12 +178,28 @@ def test_grid_reports_a_failed_job_and_continues(tmp_path, capsys):
     raw = tiny(models=[{"name": "GRU", "params": {"hidden_size": 8, "num_layers": 1}}, {"name": "MLP", "params": {"hidden_size": 0}}])  # refused when built
     cfg_path = tmp_path / "grid.yaml"
     cfg_path.write_text(json.dumps(raw))
-    jobs = expand_jobs(validate_config(raw), tmp_path / "g")
-    assert len(jobs) == 2
-    table = run_grid(cfg_path, out_dir=tmp_path / "g", executor="local")
+    jobs = expand_jobs(validate_config(raw))
+    assert [job.id for job in jobs] == ["GRU-seed0-csi300-w0", "MLP-seed0-csi300-w0"]
+    table = run_grid(cfg_path, out_dir=tmp_path / "g", executor="serial")
     assert list(table["model"]) == ["GRU"]
     assert "FAILED" in capsys.readouterr().out
-    assert (tmp_path / "g" / "jobs" / "MLP-seed0-csi300-w0" / "error.txt").exists()
+    assert "hidden_size" in (tmp_path / "g" / "models" / "MLP" / "seed0" / "error.txt").read_text()
+
+
+def test_jobs_of_a_grid_cover_every_coordinate_in_their_own_directories():
+    raw = tiny(
+        seeds=[0, 1],
+        grid={"universes": ["csi300", "csi100"], "windows": [TINY["segments"], {**TINY["segments"], "test": ["2011-04-01", "2011-06-30"]}]},
+        rolling={"enabled": True, "step_months": 2, "train_months": 6, "valid_months": 3},
+    )
+    jobs = expand_jobs(validate_config(raw))
+    assert len(jobs) == 2 * 2 * 2 * 2  # universes × periods × rolling windows × seeds (one model)
+    assert len({job.dir_parts for job in jobs}) == len(jobs)
+    assert jobs[0].dir_parts == ("GRU", "seed0", "csi300", "period0", "window0")
+    assert jobs[-1].id == "GRU-seed1-csi100-w1-r1" and jobs[-1].cell == "GRU-seed1-csi100-w1"
+    assert jobs[-1].segment_dates["test"] == ("2011-06-01", "2011-06-30")
+    with pytest.raises(UserError, match="conceptalpha grid"):
+        run_experiment(validate_config(raw), progress=False)
 
 
 @pytest.mark.slow

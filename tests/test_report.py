@@ -18,7 +18,8 @@ from conceptalpha.data.panel import BarPanel, Market
 from conceptalpha.data.universe import Universe
 from conceptalpha.errors import UserError
 from conceptalpha.evaluation.backtest import BacktestConfig, backtest
-from conceptalpha.evaluation.report import build_report, comparison_table, render_report
+from conceptalpha.evaluation.report import comparison_table, render_report
+from conceptalpha.experiments.run_report import build_report
 
 MODELS = ("HIST", "GRU")
 SEEDS = (0, 1)
@@ -56,11 +57,7 @@ def tiny_run(days: int = 200, n: int = 30) -> dict:
     explanations = test_hist[["datetime", "instrument", "model", "seed"]].assign(
         part_predefined=parts[:, 0], part_hidden=parts[:, 1], part_individual=parts[:, 2]
     )
-    concept_dates = np.repeat(dates[60:], 3)
-    concept_weights = pd.DataFrame(
-        {"datetime": concept_dates, "concept": np.tile(["银行", "5G", "新能源汽车"], days - 60), "weight": rng.random(len(concept_dates))}
-    ).assign(model="HIST", seed=0)
-    return {"predictions": predictions, "backtests": backtests, "explanations": explanations, "concept_weights": concept_weights}
+    return {"predictions": predictions, "backtests": backtests, "explanations": explanations}
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +65,8 @@ def run_dir(tmp_path_factory) -> Path:
     run = tiny_run()
     root = tmp_path_factory.mktemp("run")
     run["predictions"].to_parquet(root / "predictions.parquet")
-    run["explanations"].to_parquet(root / "explanations.parquet")
-    run["concept_weights"].to_parquet(root / "concept_weights.parquet")
+    concepts = np.array(["银行", "5G", "新能源汽车"], dtype=object)
+    run["explanations"].assign(top_concept=concepts[np.arange(len(run["explanations"])) % 3]).to_parquet(root / "explanations.parquet")
     for key, daily in run["backtests"].items():
         daily.to_parquet(root / f"backtest_{key}.parquet")
     (root / "config.yaml").write_text(yaml.safe_dump({"name": "tiny", "features": {"label": "t+1->t+2"}}))

@@ -1,20 +1,19 @@
 """The run report: one self-contained ``report.html`` plus the same figures as PNG.
 
-:func:`render_report` takes explicit inputs; :func:`build_report` loads them
-from a run directory. The HTML embeds every figure as a base64 ``data:`` URI
+:func:`render_report` takes explicit inputs (``conceptalpha report`` loads them
+from a run directory). The HTML embeds every figure as a base64 ``data:`` URI
 and carries its CSS inline: it has no external reference and opens offline.
 
-Metrics are recomputed from the saved predictions (the test segment when the
-table has a ``segment`` column) and the saved daily backtests, so a report
-always matches the data it shows. For each model the figures show its first
-seed; the comparison table shows mean ± std over all seeds.
+The tables show the metrics of :func:`~conceptalpha.evaluation.summary.summarise_run`
+(a run's ``metrics.json``; computed here when not given); the figures plot the
+daily series of the predictions and backtests. For each model the figures show
+its first seed; the comparison table shows mean ± std over all seeds.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -22,17 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
-from conceptalpha.errors import DataError, UserError
+from conceptalpha.errors import UserError
 from conceptalpha.evaluation import plots
-from conceptalpha.evaluation.backtest import lag_for_label, summarize_backtest
-from conceptalpha.evaluation.metrics import factor_report, summarize_by_year, summarize_series
-from conceptalpha.io import write_bytes, write_json, write_text
+from conceptalpha.evaluation.metrics import factor_report
+from conceptalpha.evaluation.summary import daily_backtest, parse_backtest_key, summarise_run
+from conceptalpha.io import write_bytes, write_text
 
 PARTS = ("part_predefined", "part_hidden", "part_individual")
 TOP_CONCEPTS = 12
-_BACKTEST_KEY = re.compile(r"^(?P<model>.+)_seed(?P<seed>-?\d+)$")
 
 COMPARISON_COLUMNS: dict[str, str] = {
     "IC": "IC",
@@ -50,18 +47,6 @@ COMPARISON_COLUMNS: dict[str, str] = {
 """Default columns of the comparison table: metric key → column header."""
 
 _PERCENT_KEYS = ("return", "drawdown", "turnover", "cost", "volatility", "tracking_error", "long_short", "quantile_")
-
-
-def backtest_key(model: str, seed: int) -> str:
-    """The key of a (model, seed) backtest, as in ``backtest_<model>_seed<k>.parquet``."""
-    return f"{model}_seed{seed}"
-
-
-def _parse_backtest_key(key: str) -> tuple[str, int]:
-    match = _BACKTEST_KEY.match(key)
-    if not match:
-        raise UserError(f"backtest key {key!r} is not of the form '<model>_seed<k>'")
-    return match["model"], int(match["seed"])
 
 
 def evaluation_segment(predictions: pd.DataFrame, segment: str = "test") -> pd.DataFrame:
@@ -93,33 +78,25 @@ class RunEvaluation:
     by_year: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
-def evaluate_run(model: str, seed: int, predictions: pd.DataFrame, backtest: pd.DataFrame | None, days_per_year: int = 238) -> RunEvaluation:
-    """Factor metrics of one model/seed plus backtest summaries prefixed ``net_`` / ``gross_``."""
-    series = factor_report(predictions)
-    metrics = summarize_series(series)
-    backtest = _daily_frame(backtest)
-    if backtest is not None and len(backtest):
-        metrics |= {f"net_{k}": v for k, v in summarize_backtest(backtest, True, days_per_year).items()}
-        metrics |= {f"gross_{k}": v for k, v in summarize_backtest(backtest, False, days_per_year).items()}
-    return RunEvaluation(model, seed, series, metrics, backtest, summarize_by_year(series))
-
-
-def _daily_frame(backtest: pd.DataFrame | None) -> pd.DataFrame | None:
-    """A saved daily backtest indexed by datetime (it may have been saved with the index as a column)."""
-    if backtest is None or "datetime" not in backtest.columns:
-        return backtest
-    return backtest.set_index(pd.DatetimeIndex(pd.to_datetime(backtest["datetime"]), name="datetime")).drop(columns="datetime")
-
-
 def evaluate_all(
-    predictions: pd.DataFrame, backtests: Mapping[str, pd.DataFrame], segment: str = "test"
+    predictions: pd.DataFrame, backtests: Mapping[str, pd.DataFrame], segment: str = "test", metrics: Mapping | None = None
 ) -> dict[str, dict[int, RunEvaluation]]:
-    """model → seed → :class:`RunEvaluation` for every (model, seed) of the predictions."""
+    """model → seed → :class:`RunEvaluation` for every (model, seed) of the predictions.
+
+    ``metrics``: the run's :func:`~conceptalpha.evaluation.summary.summarise_run` (computed from the
+    segment's rows when absent).
+    """
     frame = evaluation_segment(predictions, segment)
-    by_key = {_parse_backtest_key(k): v for k, v in backtests.items()}
+    daily = {parse_backtest_key(k): daily_backtest(v) for k, v in backtests.items()}
+    if metrics is None:
+        metrics = summarise_run(frame.assign(segment="test"), backtests)
     out: dict[str, dict[int, RunEvaluation]] = {}
     for (model, seed), rows in frame.groupby(["model", "seed"], sort=True):
-        out.setdefault(model, {})[int(seed)] = evaluate_run(model, int(seed), rows, by_key.get((model, int(seed))))
+        saved = metrics["models"][model]["per_seed"][str(int(seed))]
+        by_year = {int(y): m for y, m in saved.get("test_by_year", {}).items()}
+        out.setdefault(model, {})[int(seed)] = RunEvaluation(
+            model, int(seed), factor_report(rows), saved["test"], daily.get((model, int(seed))), by_year
+        )
     return out
 
 
@@ -302,8 +279,9 @@ def render_report(
     notes: Sequence[str] = (),
     concept_weights: pd.DataFrame | None = None,
     segment: str = "test",
+    metrics: Mapping | None = None,
 ) -> Path:
-    """Write ``report.html``, ``figures/*.png``, ``comparison.md`` and ``report_metrics.json`` to ``out_dir``.
+    """Write ``report.html``, ``figures/*.png`` and ``comparison.md`` to ``out_dir``.
 
     ``backtests`` maps ``"<model>_seed<k>"`` to a daily backtest frame
     (:class:`~conceptalpha.evaluation.backtest.BacktestResult.daily`).
@@ -312,18 +290,15 @@ def render_report(
     ``concept_weights``: long (datetime, concept, weight [, model, seed]); when
     absent and ``explanations`` has a ``top_concept`` column, the weight is the
     share of the day's stocks whose most attended concept it is.
+    ``metrics``: the run's ``metrics.json`` (computed from the frames when absent).
     Returns the path of ``report.html``.
     """
     out_dir = Path(out_dir)
-    evaluations = evaluate_all(predictions, backtests, segment)
+    evaluations = evaluate_all(predictions, backtests, segment, metrics)
     if concept_weights is None:
         concept_weights = concept_weights_from_explanations(explanations)
-    metrics = {m: {s: r.metrics for s, r in runs.items()} for m, runs in evaluations.items()}
-    write_text(out_dir / "comparison.md", comparison_table(metrics))
-    write_json(
-        out_dir / "report_metrics.json",
-        {m: {str(s): {"all": r.metrics, "by_year": r.by_year} for s, r in runs.items()} for m, runs in evaluations.items()},
-    )
+    per_seed = {m: {s: r.metrics for s, r in runs.items()} for m, runs in evaluations.items()}
+    write_text(out_dir / "comparison.md", comparison_table(per_seed))
     overview = _comparison_figures(evaluations)
     sections, section_figures = [], []
     for model, runs in evaluations.items():
@@ -346,7 +321,7 @@ def render_report(
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
         f"<h2>Model comparison ({html.escape(segment)} segment, mean ± std over seeds)</h2>"
-        f"{comparison_frame(metrics).to_html(escape=True)}"
+        f"{comparison_frame(per_seed).to_html(escape=True)}"
         + "".join(_figure_html(f) for f in overview)
         + f'<h2>Notes</h2><ul class="notes">{notes_html}</ul>'
         + "".join(sections)
@@ -364,68 +339,3 @@ STANDARD_NOTES = (
     "no buy at limit-up, no sell at limit-down, no trade on suspended days. 'Without cost' = the same trades before costs.",
     "Figures of each model show its first seed; the comparison table aggregates all seeds.",
 )
-
-
-def _read_table(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_parquet(path)
-    except Exception as err:  # pyarrow raises several types for a corrupt or foreign file
-        raise DataError(path, f"cannot be read as a parquet table ({type(err).__name__}: {err})") from None
-
-
-def _run_config(run_dir: Path) -> dict:
-    """The run's resolved config (YAML or JSON), {} when absent."""
-    for name in ("resolved_config.yaml", "config.yaml", "config.json"):
-        path = run_dir / name
-        if path.exists():
-            try:
-                loaded = json.loads(path.read_text("utf-8")) if path.suffix == ".json" else yaml.safe_load(path.read_text("utf-8"))
-            except (yaml.YAMLError, json.JSONDecodeError) as err:
-                raise DataError(path, f"is not valid {path.suffix[1:].upper()}: {err}") from None
-            return loaded if isinstance(loaded, dict) else {}
-    return {}
-
-
-def _run_notes(run_dir: Path, config: Mapping) -> list[str]:
-    """Label protocol and backtest settings from the config, plus the notes saved in data.json."""
-    notes = []
-    features = config.get("features")
-    label = features.get("label") if isinstance(features, dict) else None
-    if label:
-        try:
-            timing = f"; the backtest trades a score dated t at the close of day t+{lag_for_label(str(label))}"
-        except UserError:
-            timing = ""
-        notes.append(f"Label protocol: {label} (evaluated against the raw forward return){timing}.")
-    if config.get("backtest"):
-        notes.append(f"Backtest settings: {json.dumps(config['backtest'], ensure_ascii=False)}")
-    data_json = run_dir / "data.json"
-    if data_json.exists():
-        try:
-            saved = json.loads(data_json.read_text("utf-8"))
-        except json.JSONDecodeError as err:
-            raise DataError(data_json, f"is not valid JSON: {err}") from None
-        notes += [str(n) for n in saved.get("notes", [])] if isinstance(saved, dict) else []
-    return notes
-
-
-def build_report(run_dir: str | Path) -> Path:
-    """Rebuild ``RUN_DIR/report.html`` (and figures) from the run's saved files; returns its path.
-
-    Reads ``predictions.parquet`` (required), ``backtest_<model>_seed<k>.parquet``,
-    ``explanations.parquet`` and ``concept_weights.parquet`` (optional), the
-    config (``resolved_config.yaml``, ``config.yaml`` or ``config.json``) for the
-    title and label, and the notes of ``data.json``.
-    """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"run directory {run_dir} does not exist")
-    predictions_path = run_dir / "predictions.parquet"
-    if not predictions_path.exists():
-        raise UserError(f"{run_dir} is not a run directory: predictions.parquet is missing")
-    predictions = _read_table(predictions_path)
-    backtests = {p.stem.removeprefix("backtest_"): _read_table(p) for p in sorted(run_dir.glob("backtest_*_seed*.parquet"))}
-    optional = {name: _read_table(run_dir / f"{name}.parquet") if (run_dir / f"{name}.parquet").exists() else None for name in ("explanations", "concept_weights")}
-    config = _run_config(run_dir)
-    title = f"conceptalpha report: {config.get('name', run_dir.name)}"
-    return render_report(run_dir, predictions, backtests, optional["explanations"], title, _run_notes(run_dir, config), optional["concept_weights"])

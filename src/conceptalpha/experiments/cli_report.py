@@ -10,7 +10,7 @@ import typer
 
 def report(run_dir: Path = typer.Argument(..., help="A run directory (holds predictions.parquet).")) -> None:
     """Rebuild RUN_DIR/report.html, figures/*.png and comparison.md from the run's saved predictions and backtests."""
-    from conceptalpha.evaluation.report import build_report
+    from conceptalpha.experiments.run_report import build_report
 
     typer.echo(build_report(run_dir))
 

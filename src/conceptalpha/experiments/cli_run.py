@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -37,15 +39,31 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     check: bool = typer.Option(False, "--check", help=CHECK_HELP),
 ) -> None:
-    """Run the whole pipeline of one config: data, concepts, models × seeds, evaluation, report."""
+    """Run the whole pipeline of one config: data, concepts, models × seeds, evaluation, report.
+
+    SIGINT/SIGTERM stop every worker, keep the checkpoints and print how to resume.
+    """
     from conceptalpha.experiments.config import load_config
-    from conceptalpha.experiments.orchestrate import run_experiment, print_summary
+    from conceptalpha.experiments.orchestrate import print_summary, run_experiment
 
     cfg = load_config(config, list(set_))
     if check:
         return print_resolved(config, cfg)
-    result = run_experiment(cfg, out_dir=out, resume=resume, progress=not quiet)
+    with _stops_cleanly():
+        result = run_experiment(cfg, out_dir=out, resume=resume, progress=not quiet)
     print_summary(result)
+
+
+@contextmanager
+def _stops_cleanly():
+    """An interrupted run ends with one line saying how to resume, exit code 128 + the signal."""
+    from conceptalpha.experiments.orchestrate import RunInterrupted
+
+    try:
+        yield
+    except RunInterrupted as stop:
+        typer.secho(str(stop), err=True)
+        sys.exit(128 + stop.signum)
 
 
 def demo(
@@ -62,7 +80,8 @@ def demo(
     from conceptalpha.experiments.orchestrate import DEMO_CONFIG, print_summary, run_experiment
 
     cfg = load_config(DEMO_CONFIG, [f"seeds={list(range(seeds))}", *set_])
-    result = run_experiment(cfg, out_dir=out, resume=True, progress=not quiet)
+    with _stops_cleanly():
+        result = run_experiment(cfg, out_dir=out, resume=True, progress=not quiet)
     print_summary(result)
 
 
@@ -70,9 +89,9 @@ def grid(
     config: Path = typer.Argument(..., help="Grid config: an experiment config whose `grid` lists are expanded."),
     out: Optional[Path] = typer.Option(None, "--out", help="Grid directory."),
     set_: list[str] = typer.Option([], "--set", help="Override: key.path=value (repeatable)."),
-    executor: str = typer.Option("ray", "--executor", help="ray (local or --ray-address) or local (no Ray)."),
+    executor: str = typer.Option("ray", "--executor", help="ray (local or --ray-address), local (processes, no Ray) or serial."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (default: local)."),
-    max_parallel: int = typer.Option(2, "--max-parallel", min=1, help="Jobs at once on local Ray."),
+    max_parallel: int = typer.Option(2, "--max-parallel", min=1, help="Jobs at once (local processes or local Ray)."),
     check: bool = typer.Option(False, "--check", help=CHECK_HELP),
 ) -> None:
     """Expand models × seeds × universes × windows into jobs, run them, aggregate one table."""
@@ -81,8 +100,8 @@ def grid(
 
     if check:
         return print_resolved(config, load_config(config, list(set_)))
-
-    run_grid(config, overrides=list(set_), out_dir=out, executor=executor, ray_address=ray_address, max_parallel=max_parallel)
+    with _stops_cleanly():
+        run_grid(config, overrides=list(set_), out_dir=out, executor=executor, ray_address=ray_address, max_parallel=max_parallel)
 
 
 def predict(

@@ -1,64 +1,29 @@
-"""Grids: models × seeds × universes × windows as independent jobs, on Ray or in-process.
+"""Grids: models × seeds × universes × windows, each cell judged on its own.
 
-Each job is an ordinary single-model, single-seed run in ``GRID_DIR/jobs/<id>``.
-A job whose ``metrics.json`` exists is finished and skipped on re-run; a failed
-job is recorded in ``GRID_DIR/jobs/<id>/error.txt`` and the others go on. The
-aggregate table is ``GRID_DIR/grid_results.csv`` and ``.md``.
+A grid is a run whose jobs (:func:`~conceptalpha.experiments.jobs.expand_jobs`,
+with the grid's ``universes`` and ``windows``) go through the same executors into
+the same job directories, with two differences: a failed job is recorded in its
+job directory's ``error.txt`` and the others go on, and the result is one row per
+cell (model, seed, universe, window) in ``GRID_DIR/grid_results.csv`` and ``.md``.
+Re-running a grid trains only the unfinished jobs.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
-import traceback
+import signal
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from conceptalpha.errors import UserError
+from conceptalpha.evaluation.summary import grid_row, summarise_run
 from conceptalpha.experiments.config import ExperimentConfig, load_config
+from conceptalpha.experiments.executors import EXECUTORS, make_executor, signals_interrupt
+from conceptalpha.experiments.jobs import Job, expand_jobs
+from conceptalpha.experiments.layout import RunFiles
+from conceptalpha.experiments.orchestrate import RunInterrupted, backtests, claim_run_dir, hold_run_dir
+from conceptalpha.experiments.runner import JobContext, load_job, setup_run_log
 from conceptalpha.io import write_text
-
-EXECUTORS = ("ray", "local")
-
-
-def expand_jobs(config: ExperimentConfig, grid_dir: Path) -> dict[str, ExperimentConfig]:
-    """One config per combination, keyed by a readable job id."""
-    universes = config.grid.universes or [config.data.universe]
-    windows = config.grid.windows or [config.segments]
-    jobs = {}
-    for entry, seed, universe, (w, segments) in itertools.product(config.models, config.seeds, universes, enumerate(windows)):
-        job_id = f"{entry.name}-seed{seed}-{universe}-w{w}"
-        data = config.data.model_copy(update={"universe": universe})
-        jobs[job_id] = config.model_copy(
-            update={
-                "name": f"{config.name}/{job_id}",
-                "data": data,
-                "models": [entry],
-                "seeds": [seed],
-                "segments": segments,
-                "grid": type(config.grid)(),
-                "output": str(grid_dir / "jobs" / job_id),
-                "cache_dir": config.cache_dir or str(grid_dir / ".cache"),
-            }
-        )
-    return jobs
-
-
-def run_job(config_json: str) -> dict[str, Any]:
-    """Run one job; never raises — failures come back as {"error": ...}."""
-    from conceptalpha.experiments.orchestrate import run_experiment
-
-    config = ExperimentConfig.model_validate_json(config_json)
-    out = Path(config.output)
-    try:
-        result = run_experiment(config, out_dir=out, resume=True, progress=False)
-        return {"ok": True, "metrics": result.metrics}
-    except Exception as err:  # a failed job is reported; the grid goes on
-        out.mkdir(parents=True, exist_ok=True)
-        write_text(out / "error.txt", "".join(traceback.format_exception(err)))
-        return {"ok": False, "error": f"{type(err).__name__}: {err}"}
 
 
 def run_grid(
@@ -73,72 +38,45 @@ def run_grid(
         raise UserError(f"--executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
     config = load_config(config_path, list(overrides))
     grid_dir = Path(out_dir or config.output)
-    jobs = expand_jobs(config, grid_dir)
-    pending = {k: c for k, c in jobs.items() if not (Path(c.output) / "metrics.json").exists()}
-    print(f"grid: {len(jobs)} jobs, {len(jobs) - len(pending)} already finished, running {len(pending)} with {executor}")
-    payloads = {k: c.model_dump_json() for k, c in pending.items()}
-    outcomes = _run_ray(payloads, ray_address, max_parallel) if executor == "ray" else {k: run_job(p) for k, p in payloads.items()}
-    for job_id, outcome in outcomes.items():
-        status = "ok" if outcome["ok"] else f"FAILED ({outcome['error']})"
-        print(f"  {job_id}: {status}")
-    table = aggregate(jobs)
-    with_md = table.to_markdown(index=False) if not table.empty else "(no finished jobs)"
-    (grid_dir).mkdir(parents=True, exist_ok=True)
-    write_text(grid_dir / "grid_results.csv", table.to_csv(index=False))
-    write_text(grid_dir / "grid_results.md", with_md + "\n")
-    print(with_md)
-    failed = [k for k, o in outcomes.items() if not o["ok"]]
-    if failed:
-        print(f"{len(failed)} job(s) failed; see {grid_dir}/jobs/<id>/error.txt; re-run to retry only those")
+    config = config.model_copy(update={"output": str(grid_dir)})
+    files = RunFiles(grid_dir)
+    jobs = expand_jobs(config)
+    with hold_run_dir(files.lock), signals_interrupt() as received:
+        try:
+            claim_run_dir(grid_dir, config, resume=True)
+            setup_run_log(files.log)
+            finished = sum(files.job(job.dir_parts).finished() for job in jobs)
+            print(f"grid: {len(jobs)} jobs, {finished} already finished, running {len(jobs) - finished} with {executor}")
+            failures = make_executor(executor, max_parallel, progress=False, ray_address=ray_address).run(config, grid_dir, jobs, keep_going=True)
+        except KeyboardInterrupt:
+            raise RunInterrupted(received[0] if received else signal.SIGINT, "the same conceptalpha grid command") from None
+    for failure in failures:
+        write_text(files.job(failure.job.dir_parts).error, failure.traceback or failure.message)
+        print(f"  {failure.job.id}: FAILED ({failure.message})")
+    table = grid_table(config, jobs, files)
+    text = table.to_markdown(index=False) if not table.empty else "(no finished jobs)"
+    write_text(files.grid_csv, table.to_csv(index=False))
+    write_text(files.grid_md, text + "\n")
+    print(text)
+    if failures:
+        print(f"{len(failures)} job(s) failed; see error.txt in their job directories under {grid_dir}/models; re-run to retry only those")
     return table
 
 
-def _run_ray(payloads: dict[str, str], address: str | None, max_parallel: int) -> dict[str, dict]:
-    if not payloads:
-        return {}
-    try:
-        import ray
-    except ImportError:
-        raise UserError("the ray executor needs Ray: pip install 'conceptalpha[ray]' (or use --executor local)") from None
-    started_here = not ray.is_initialized()
-    if started_here:
-        kwargs = {"address": address} if address else {"num_cpus": max_parallel, "include_dashboard": False}
-        ray.init(log_to_driver=False, **kwargs)
-    try:
-        remote = ray.remote(num_cpus=1, max_retries=0)(run_job)
-        refs = {k: remote.remote(p) for k, p in payloads.items()}
-        out = {}
-        for job_id, ref in refs.items():
-            try:
-                out[job_id] = ray.get(ref)
-            except Exception as err:  # worker crash: report and go on
-                out[job_id] = {"ok": False, "error": f"{type(err).__name__}: {err}"}
-        return out
-    finally:
-        if started_here:
-            ray.shutdown()
-
-
-def aggregate(jobs: dict[str, ExperimentConfig]) -> pd.DataFrame:
-    """One row per finished job: its coordinates and headline test metrics."""
-    rows = []
-    for job_id, cfg in jobs.items():
-        path = Path(cfg.output) / "metrics.json"
-        if not path.exists():
+def grid_table(config: ExperimentConfig, jobs: list[Job], files: RunFiles) -> pd.DataFrame:
+    """One row per cell whose jobs all finished: its coordinates and headline test metrics."""
+    cells: dict[str, list[Job]] = {}
+    for job in jobs:
+        cells.setdefault(job.cell, []).append(job)
+    context, bt_config, rows = JobContext(config), config.backtest_settings(), []
+    periods = config.grid.windows or [config.segments]
+    for cell, cell_jobs in cells.items():
+        if not all(files.job(job.dir_parts).finished() for job in cell_jobs):
             continue
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-        model = cfg.models[0].name
-        m = metrics["models"][model]
-        rows.append(
-            {
-                "job": job_id,
-                "model": model,
-                "seed": cfg.seeds[0],
-                "universe": cfg.data.universe,
-                "test": f"{cfg.segments.test[0]}..{cfg.segments.test[1]}",
-                **{k: m["test"][k]["mean"] for k in ("IC", "ICIR", "RankIC", "RankICIR")},
-                "annual_return": m["backtest"]["annual_return"],
-                "information_ratio": m["backtest"]["information_ratio"],
-            }
-        )
+        predictions = pd.concat([load_job(job, files.job(job.dir_parts))[0] for job in cell_jobs], ignore_index=True)
+        first = cell_jobs[0]
+        metrics = summarise_run(predictions, backtests(predictions, context.inputs(first.universe), bt_config), days_per_year=bt_config.days_per_year)
+        test = periods[first.period].test
+        coordinates = {"job": cell, "model": first.model, "seed": first.seed, "universe": first.universe, "test": f"{test[0]}..{test[1]}"}
+        rows.append(grid_row(coordinates, metrics))
     return pd.DataFrame(rows)

@@ -1,21 +1,32 @@
-"""One experiment end to end: windows × models × seeds → predictions → metrics, backtests, report."""
+"""One experiment end to end: jobs (model × seed × window) → executor → predictions → metrics, backtests, report.
+
+The run directory's files are named in :mod:`conceptalpha.experiments.layout`;
+docs/runs.md describes resuming, stopping, locks and workers.
+"""
 
 from __future__ import annotations
 
-import json
+import contextlib
+import fcntl
 import logging
-import sys
+import os
+import signal
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from conceptalpha.errors import UserError
+from conceptalpha.evaluation.summary import backtest_key, oracle_rows, parse_backtest_key, results_table, summarise_run
 from conceptalpha.experiments.config import ExperimentConfig, dump_config
-from conceptalpha.experiments.runner import Inputs, build_window_dataset, load_inputs, run_one
-from conceptalpha.io import atomic_path, write_json, write_text
+from conceptalpha.experiments.executors import make_executor, set_threads, signals_interrupt
+from conceptalpha.experiments.jobs import Job, expand_jobs
+from conceptalpha.experiments.layout import RunFiles
+from conceptalpha.experiments.run_report import build_report
+from conceptalpha.experiments.runner import Inputs, JobContext, load_job, setup_run_log, write_parquet
+from conceptalpha.io import write_json, write_text
 
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 log = logging.getLogger("conceptalpha")
@@ -28,132 +39,99 @@ class RunResult:
     table: str
 
 
-# ---------------------------------------------------------------- windows
-
-
-def windows(config: ExperimentConfig) -> list[dict[str, tuple[str, str]]]:
-    """Segments of each training window: one for a plain run, several for walk-forward retraining.
-
-    Rolling: test windows of ``step_months`` from the configured test start to the
-    test end; each is preceded by ``valid_months`` of validation and ``train_months``
-    of training (``fixed``) or everything from the configured train start (``expanding``).
-    """
-    seg = config.segments
-    if not config.rolling.enabled:
-        return [seg.model_dump()]
-    roll = config.rolling
-    test_start, test_end = pd.Timestamp(seg.test[0]), pd.Timestamp(seg.test[1])
-    out = []
-    start = test_start
-    while start <= test_end:
-        stop = min(start + pd.DateOffset(months=roll.step_months) - pd.Timedelta(days=1), test_end)
-        valid_start = start - pd.DateOffset(months=roll.valid_months)
-        train_start = pd.Timestamp(seg.train[0]) if roll.mode == "expanding" else valid_start - pd.DateOffset(months=roll.train_months)
-        out.append(
-            {
-                "train": (_d(train_start), _d(valid_start - pd.Timedelta(days=1))),
-                "valid": (_d(valid_start), _d(start - pd.Timedelta(days=1))),
-                "test": (_d(start), _d(stop)),
-            }
-        )
-        start = stop + pd.Timedelta(days=1)
-    return out
-
-
-def _d(ts: pd.Timestamp) -> str:
-    return ts.strftime("%Y-%m-%d")
-
-
 # ---------------------------------------------------------------- run
 
 
+class RunInterrupted(Exception):
+    """SIGINT or SIGTERM stopped a run; its checkpoints are kept for ``--resume``."""
+
+    def __init__(self, signum: int, resume_with: str):
+        self.signum = signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}: finished jobs and checkpoints are kept; resume with: {resume_with}")
+
+
 def run_experiment(config: ExperimentConfig, out_dir: str | Path | None = None, resume: bool = False, progress: bool = True) -> RunResult:
+    """Train every job of the config (``workers`` at once), then judge them once: metrics, backtests, report."""
     run_dir = Path(out_dir or config.output)
     config = config.model_copy(update={"output": str(run_dir)})
-    _claim_run_dir(run_dir, config, resume)
-    _setup_logging(run_dir)
-    _set_threads(config.threads)
-    log.info("run %s → %s", config.name, run_dir)
-    inputs = load_inputs(config)
+    if config.grid.universes or config.grid.windows:
+        raise UserError("the config lists grid universes/windows: run it with `conceptalpha grid`")
+    files = RunFiles(run_dir)
+    with hold_run_dir(files.lock), signals_interrupt() as received:
+        try:
+            claim_run_dir(run_dir, config, resume)
+            setup_run_log(files.log, epochs_on_console=not (progress and config.workers < 2))
+            set_threads(config.threads)
+            log.info("run %s → %s", config.name, run_dir)
+            jobs = expand_jobs(config)
+            context = JobContext(config)
+            make_executor("local", config.workers, progress, context).run(config, run_dir, jobs, keep_going=False)
+            return _judge(config, context, jobs, files)
+        except KeyboardInterrupt:
+            raise RunInterrupted(received[0] if received else signal.SIGINT, f"conceptalpha run {files.config} --resume") from None
+
+
+def _judge(config: ExperimentConfig, context: JobContext, jobs: list[Job], files: RunFiles) -> RunResult:
+    """Collect the finished jobs, compute every metric once, write the run's tables and report."""
     predictions, explanations, seconds = [], [], {}
-    for w, segments in enumerate(windows(config)):
-        dataset = build_window_dataset(inputs, config, segments)
-        if config.workers > 1:
-            _train_in_workers(config, w, run_dir)
-        for entry in config.models:
-            for seed in config.seeds:
-                job = job_dir(run_dir, config, entry.name, seed, w)
-                preds, expl, secs = _run_or_reuse(inputs, dataset, segments, config, entry, seed, job, progress)
-                predictions.append(preds.assign(window=w))
-                if expl is not None:
-                    explanations.append(expl.assign(model=entry.name, seed=seed))
-                seconds.setdefault(entry.name, []).append(secs)
+    for job in jobs:
+        preds, expl, secs = load_job(job, files.job(job.dir_parts))
+        predictions.append(preds)
+        if expl is not None:
+            explanations.append(expl)
+        seconds.setdefault(job.model, []).append(secs)
     predictions = pd.concat(predictions, ignore_index=True)
-    _write_parquet(run_dir / "predictions.parquet", predictions)
+    write_parquet(files.predictions, predictions)
     if explanations:
-        _write_parquet(run_dir / "explanations.parquet", pd.concat(explanations, ignore_index=True))
-    metrics = evaluate_run(predictions, inputs, config, run_dir, seconds)
-    write_json(run_dir / "metrics.json", metrics)
-    write_json(run_dir / "data.json", {"notes": inputs.notes, "concepts": inputs.graph.report()})
-    table = metrics_table(metrics)
-    write_text(run_dir / "results.md", table + "\n")
-    _build_report(run_dir)
-    return RunResult(run_dir, metrics, table)
+        write_parquet(files.explanations, pd.concat(explanations, ignore_index=True))
+    inputs = context.inputs(config.data.universe)
+    bt_config = config.backtest_settings()
+    dailies = backtests(predictions, inputs, bt_config)
+    for key, daily in dailies.items():
+        write_parquet(files.backtest(*parse_backtest_key(key)), daily.reset_index())
+    metrics = {
+        "name": config.name,
+        "label": config.features.label,
+        "universe": inputs.market.universe.name,
+        "segments": config.segments.model_dump(),
+        "rolling": config.rolling.enabled,
+        "notes": inputs.notes,
+        **summarise_run(predictions, dailies, _oracle(predictions, inputs), seconds, bt_config.days_per_year),
+    }
+    write_json(files.metrics, metrics)
+    write_json(files.data, {"notes": inputs.notes, "concepts": inputs.graph.report()})
+    table = results_table(metrics)
+    write_text(files.results, table + "\n")
+    build_report(files.root)
+    return RunResult(files.root, metrics, table)
 
 
-def _train_in_workers(config: ExperimentConfig, window: int, run_dir: Path) -> None:
-    """Train one window's unfinished jobs in ``config.workers`` processes; the caller then
-    collects their saved results exactly as it reuses a finished job's.
+@contextlib.contextmanager
+def hold_run_dir(lock: Path) -> Iterator[None]:
+    """Hold the run directory's lock for the block; fail at once when a live run holds it.
 
-    Each process rebuilds the inputs (the dataset comes from the run's cache) and seeds
-    its job as a serial run does, so predictions do not depend on ``workers``.
+    The lock is an ``flock`` on ``run.lock``, which names the holder's PID: the
+    kernel drops it when the holder dies, so a dead run's lock is taken over.
     """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    jobs = [
-        (i, seed)
-        for i, entry in enumerate(config.models)
-        for seed in config.seeds
-        if not _finished(job_dir(run_dir, config, entry.name, seed, window))
-    ]
-    if len(jobs) < 2:
-        return
-    jobs.sort(key=lambda job: not _is_neural(config.models[job[0]].name))  # longest first
-    payload = config.model_dump_json()
-    log.info("training %d jobs in %d worker processes (progress bars off; see run.log)", len(jobs), config.workers)
-    context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools
-    with ProcessPoolExecutor(max_workers=min(config.workers, len(jobs)), mp_context=context) as pool:
-        futures = {pool.submit(_train_job, payload, window, i, seed): (i, seed) for i, seed in jobs}
-        for done, future in enumerate(as_completed(futures), 1):
-            i, seed = futures[future]
-            future.result()  # a failed job raises here, as it would in a serial run
-            log.info("finished %s seed %d (%d/%d)", config.models[i].name, seed, done, len(jobs))
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise UserError(f"{lock.parent} is in use by a running conceptalpha process (PID {holder}, lock {lock}); wait for it or stop it") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
 
 
-def _train_job(config_json: str, window: int, model_index: int, seed: int) -> None:
-    """Worker process: one model × seed of one window, saved in its job directory."""
-    config = ExperimentConfig.model_validate_json(config_json)
-    run_dir = Path(config.output)
-    _setup_logging(run_dir)
-    _set_threads(config.threads)
-    inputs = load_inputs(config)
-    segments = windows(config)[window]
-    dataset = build_window_dataset(inputs, config, segments)
-    entry = config.models[model_index]
-    job = job_dir(run_dir, config, entry.name, seed, window)
-    _run_or_reuse(inputs, dataset, segments, config, entry, seed, job, progress=False)
-
-
-def _set_threads(threads: int) -> None:
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
-def _claim_run_dir(run_dir: Path, config: ExperimentConfig, resume: bool) -> None:
-    saved = run_dir / "config.yaml"
+def claim_run_dir(run_dir: Path, config: ExperimentConfig, resume: bool) -> None:
+    """Save the config in a new run directory; an existing one must hold the same config and be resumed."""
+    saved = RunFiles(run_dir).config
     text = dump_config(config)
     if saved.exists() and not _same_run(saved, config):
         raise UserError(
@@ -178,179 +156,34 @@ def _same_run(saved: Path, config: ExperimentConfig) -> bool:
     return before == now
 
 
-def job_dir(run_dir: Path, config: ExperimentConfig, model: str, seed: int, window: int) -> Path:
-    """Where one model × seed of one training window keeps its checkpoints and results."""
-    job = run_dir / "models" / model / f"seed{seed}"
-    return job / f"window{window}" if config.rolling.enabled else job
-
-
-def _run_or_reuse(inputs: Inputs, dataset, segments: dict, config, entry, seed, job: Path, progress: bool):
-    """A finished job's saved results, or train it (resuming from its checkpoint when there is one)."""
-    done = job / "predictions.parquet"
-    if _finished(job):
-        meta = json.loads((job / "job.json").read_text(encoding="utf-8"))
-        expl = job / "explanations.parquet"
-        return pd.read_parquet(done), (pd.read_parquet(expl) if expl.exists() else None), meta["train_seconds"]
-    log.info("train %s seed %d in %s", entry.name, seed, job)
-    if not progress:
-        entry = entry.model_copy(update={"trainer": entry.trainer.model_copy(update={"show_progress": False})})
-    out = run_one(inputs, dataset, segments, config, entry, seed, job, resume=True)
-    if out["explanations"] is not None:
-        _write_parquet(job / "explanations.parquet", out["explanations"])
-    write_json(job / "job.json", {"train_seconds": out["train_seconds"]})
-    _write_parquet(done, out["predictions"])  # last: its presence marks the job finished
-    return out["predictions"], out["explanations"], out["train_seconds"]
-
-
-def _finished(job: Path) -> bool:
-    """A job is finished once its predictions are saved (written last, atomically)."""
-    return (job / "predictions.parquet").exists()
-
-
-def _is_neural(name: str) -> bool:
-    from conceptalpha.models.registry import get_model_spec
-
-    return get_model_spec(name).kind == "neural"
-
-
-def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_parquet(tmp, index=False)
-
-
-def _setup_logging(run_dir: Path) -> None:
-    log.setLevel(logging.INFO)
-    for handler in list(log.handlers):
-        log.removeHandler(handler)
-    file_handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
-    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(file_handler)
-    stream = logging.StreamHandler(sys.stderr)
-    stream.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(stream)
-
-
 # ---------------------------------------------------------------- evaluation
 
-HEADLINE = ("IC", "ICIR", "RankIC", "RankICIR", "precision@30")
 
-
-def evaluate_run(predictions: pd.DataFrame, inputs: Inputs, config: ExperimentConfig, run_dir: Path, seconds: dict) -> dict:
-    """metrics.json: per model, test/valid factor metrics (mean ± std over seeds) and backtests."""
-    from conceptalpha.evaluation.metrics import factor_summary
-
-    out: dict[str, Any] = {
-        "name": config.name,
-        "label": config.features.label,
-        "universe": inputs.market.universe.name,
-        "segments": config.segments.model_dump(),
-        "rolling": config.rolling.enabled,
-        "notes": inputs.notes,
-        "models": {},
-    }
-    for name, by_model in predictions.groupby("model", sort=False):
-        per_seed: dict[str, dict] = {"test": {}, "valid": {}}
-        backtests: list[dict] = []
-        backtests_no_cost: list[dict] = []
-        for seed, frame in by_model.groupby("seed"):
-            for segment in ("test", "valid"):
-                seg = frame[frame["segment"] == segment]
-                if not seg.empty:
-                    per_seed[segment][int(seed)] = factor_summary(seg)
-            daily, with_cost, no_cost = _backtest(frame[frame["segment"] == "test"], inputs, config)
-            _write_parquet(run_dir / f"backtest_{name}_seed{int(seed)}.parquet", daily)
-            backtests.append(with_cost)
-            backtests_no_cost.append(no_cost)
-        out["models"][name] = {
-            "test": _mean_std(per_seed["test"]),
-            "valid": _mean_std(per_seed["valid"]),
-            "test_by_year": _by_year_mean(per_seed["test"]),
-            "backtest": _mean_dicts(backtests),
-            "backtest_no_cost": _mean_dicts(backtests_no_cost),
-            "train_seconds": float(np.mean(seconds.get(name, [np.nan]))),
-            "seeds": sorted(int(s) for s in by_model["seed"].unique()),
-        }
-    if inputs.oracle is not None:
-        out["oracle"] = {"test": _oracle_summary(predictions, inputs)}
-    return out
-
-
-def _backtest(test: pd.DataFrame, inputs: Inputs, config: ExperimentConfig) -> tuple[pd.DataFrame, dict, dict]:
+def backtests(predictions: pd.DataFrame, inputs: Inputs, bt_config) -> dict[str, pd.DataFrame]:
+    """The daily backtest of each model/seed's test predictions, keyed ``<model>_seed<k>``."""
     from conceptalpha.evaluation.backtest import backtest
 
-    result = backtest(test[["datetime", "instrument", "score"]], inputs.market, config.backtest_settings())
-    return result.daily.reset_index(), _with_annual(result.summary(with_cost=True)), _with_annual(result.summary(with_cost=False))
-
-
-def _with_annual(summary: dict) -> dict:
-    """metrics.json names the compounded annualised return ``annual_return``."""
-    return {"annual_return": summary["annualized_return"], **summary}
-
-
-def _oracle_summary(predictions: pd.DataFrame, inputs: Inputs) -> dict:
-    """The oracle's test metrics on exactly the rows the models were scored on."""
-    from conceptalpha.evaluation.metrics import factor_summary
-
-    first = predictions[(predictions["segment"] == "test")]
-    first = first[(first["model"] == first["model"].iloc[0]) & (first["seed"] == first["seed"].iloc[0])]
-    panel = inputs.market.panel
-    t = panel.calendar.dates.get_indexer(pd.to_datetime(first["datetime"]))
-    i = panel.instrument_positions(first["instrument"].to_numpy())
-    frame = first[["datetime", "instrument", "label"]].assign(score=inputs.oracle[t, i])
-    summary = factor_summary(frame)["all"]
-    return {k: summary[k] for k in ("IC", "ICIR", "RankIC", "RankICIR", "precision@30")}
-
-
-def _mean_std(by_seed: dict[int, dict]) -> dict[str, dict[str, float]]:
-    if not by_seed:
-        return {}
-    frame = pd.DataFrame({seed: s["all"] for seed, s in by_seed.items()}).T
-    return {k: {"mean": float(frame[k].mean()), "std": float(frame[k].std(ddof=1)) if len(frame) > 1 else 0.0} for k in frame.columns}
-
-
-def _by_year_mean(by_seed: dict[int, dict]) -> dict[str, dict[str, float]]:
-    years = sorted({y for s in by_seed.values() for y in s["by_year"]})
+    test = predictions[predictions["segment"] == "test"]
     return {
-        str(y): {k: float(np.mean([s["by_year"][y][k] for s in by_seed.values() if y in s["by_year"]])) for k in ("IC", "RankIC")}
-        for y in years
+        backtest_key(model, int(seed)): backtest(frame[["datetime", "instrument", "score"]], inputs.market, bt_config).daily
+        for (model, seed), frame in test.groupby(["model", "seed"], sort=False)
     }
 
 
-def _mean_dicts(dicts: list[dict]) -> dict[str, float]:
-    return {k: float(np.mean([d[k] for d in dicts])) for k in dicts[0]} if dicts else {}
-
-
-def metrics_table(metrics: dict) -> str:
-    """Markdown table: one row per model, mean ± std over seeds."""
-    rows = []
-    for name, m in metrics["models"].items():
-        test = m["test"]
-        row = {"model": name, "seeds": len(m["seeds"])}
-        for key in HEADLINE:
-            row[key] = f"{test[key]['mean']:.4f} ± {test[key]['std']:.4f}" if key in test else "n/a"
-        bt = m["backtest"]
-        row["annual return (cost)"] = f"{bt.get('annual_return', float('nan')):.2%}"
-        row["excess annual"] = f"{bt.get('excess_annualized_return', float('nan')):.2%}"
-        row["IR"] = f"{bt.get('information_ratio', float('nan')):.2f}"
-        row["max DD"] = f"{bt.get('max_drawdown', float('nan')):.2%}"
-        row["train s"] = f"{m['train_seconds']:.0f}"
-        rows.append(row)
-    if "oracle" in metrics:
-        o = metrics["oracle"]["test"]
-        rows.append({"model": "oracle (ceiling)", "seeds": "", **{k: f"{o[k]:.4f}" for k in HEADLINE}})
-    table = pd.DataFrame(rows).fillna("")
-    return f"Test window, label {metrics['label']}, universe {metrics['universe']}\n\n" + table.to_markdown(index=False)
-
-
-def _build_report(run_dir: Path) -> Path | None:
-    from conceptalpha.evaluation.report import build_report
-
-    return build_report(run_dir)
+def _oracle(predictions: pd.DataFrame, inputs: Inputs) -> pd.DataFrame | None:
+    """The synthetic market's oracle scores on the rows the models were scored on (None on real data)."""
+    if inputs.oracle is None:
+        return None
+    rows = oracle_rows(predictions)
+    panel = inputs.market.panel
+    t = panel.calendar.dates.get_indexer(pd.to_datetime(rows["datetime"]))
+    i = panel.instrument_positions(rows["instrument"].to_numpy())
+    return rows[["datetime", "instrument", "label"]].assign(score=inputs.oracle[t, i])
 
 
 def print_summary(result: RunResult) -> None:
     print(result.table)
     print(f"\nrun directory: {result.run_dir}")
-    report = result.run_dir / "report.html"
+    report = RunFiles(result.run_dir).report
     if report.exists():
         print(f"report: {report.resolve()}")

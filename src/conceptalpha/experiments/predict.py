@@ -10,7 +10,8 @@ import yaml
 
 from conceptalpha.errors import UserError
 from conceptalpha.experiments.config import validate_config
-from conceptalpha.experiments.orchestrate import job_dir, windows
+from conceptalpha.experiments.jobs import Job, expand_jobs
+from conceptalpha.experiments.layout import JobFiles, RunFiles
 from conceptalpha.experiments.runner import build_neural_model, build_window_dataset, explain_day, load_inputs
 from conceptalpha.io import atomic_path
 
@@ -21,8 +22,8 @@ def predict_date(run_dir: str | Path, date: str, model: str = "HIST", seed: int 
     For HIST each row carries the additive split of the score (predefined /
     hidden / individual) and the stock's most attended predefined concepts.
     """
-    run_dir = Path(run_dir)
-    config = _load_run_config(run_dir)
+    files = RunFiles(Path(run_dir))
+    config = _load_run_config(files)
     entry = next((m for m in config.models if m.name == model), None)
     if entry is None:
         raise UserError(f"run {run_dir} has no model {model!r} (it has: {', '.join(m.name for m in config.models)})")
@@ -30,40 +31,39 @@ def predict_date(run_dir: str | Path, date: str, model: str = "HIST", seed: int 
     if seed not in config.seeds:
         raise UserError(f"run {run_dir} has no seed {seed} (it has: {config.seeds})")
     when = pd.Timestamp(date)
-    window = _window_for(config, when)
-    job = job_dir(run_dir, config, model, seed, window)
+    job = _job_for(expand_jobs(config), model, seed, when)
     inputs = load_inputs(config)
-    dataset = build_window_dataset(inputs, config, windows(config)[window], entry.features)
+    dataset = build_window_dataset(inputs, config, job.segment_dates, entry.features)
     t = dataset.calendar.index_of(when)
     day = dataset.day(t)
     if day.n == 0:
         raise UserError(f"no universe member has data on {when.date()}")
-    ranked = _score_day(inputs, dataset, entry, job, day)
-    path = Path(out) if out else run_dir / f"predict_{when.date()}_{model}.csv"
+    ranked = _score_day(inputs, dataset, entry, files.job(job.dir_parts), day)
+    path = Path(out) if out else files.root / f"predict_{when.date()}_{model}.csv"
     with atomic_path(path) as tmp:
         ranked.to_csv(tmp, index=False)
     return path
 
 
-def _load_run_config(run_dir: Path):
-    path = run_dir / "config.yaml"
-    if not path.exists():
-        raise UserError(f"{run_dir} is not a run directory (no config.yaml)")
-    return validate_config(yaml.safe_load(path.read_text(encoding="utf-8")), source=str(path))
+def _load_run_config(files: RunFiles):
+    if not files.config.exists():
+        raise UserError(f"{files.root} is not a run directory (no config.yaml)")
+    return validate_config(yaml.safe_load(files.config.read_text(encoding="utf-8")), source=str(files.config))
 
 
-def _window_for(config, when: pd.Timestamp) -> int:
-    """The rolling window whose test segment holds the date (the single window otherwise)."""
-    segs = windows(config)
-    if len(segs) == 1:
-        return 0
-    for w, seg in enumerate(segs):
-        if pd.Timestamp(seg["test"][0]) <= when <= pd.Timestamp(seg["test"][1]):
-            return w
-    return len(segs) - 1
+def _job_for(jobs: list[Job], model: str, seed: int, when: pd.Timestamp) -> Job:
+    """The model/seed's job whose test segment holds the date (the last window's after the test end)."""
+    mine = [job for job in jobs if job.model == model and job.seed == seed]
+    if len(mine) == 1:
+        return mine[0]
+    for job in mine:
+        test = job.segment_dates["test"]
+        if pd.Timestamp(test[0]) <= when <= pd.Timestamp(test[1]):
+            return job
+    return mine[-1]
 
 
-def _score_day(inputs, dataset, entry, job: Path, day) -> pd.DataFrame:
+def _score_day(inputs, dataset, entry, job: JobFiles, day) -> pd.DataFrame:
     from conceptalpha.models.registry import get_model_spec
 
     spec = get_model_spec(entry.name)
@@ -71,14 +71,14 @@ def _score_day(inputs, dataset, entry, job: Path, day) -> pd.DataFrame:
     if spec.kind == "gbdt":
         from conceptalpha.models.gbdt import LightGBMModel
 
-        model_file = job / "model.txt"
+        model_file = job.gbdt_model
         if not model_file.exists():
             raise UserError(f"{model_file} is missing: was {entry.name} trained in this run?")
         frame["score"] = LightGBMModel.load(model_file).predict(day.x.reshape(day.n, -1))
     else:
         import torch
 
-        best = job / "best.pt"
+        best = job.best
         if not best.exists():
             raise UserError(f"{best} is missing: was {entry.name} trained in this run?")
         model = build_neural_model(entry, dataset)

@@ -1,24 +1,14 @@
-"""Run an experiment: data → dataset → concepts → models × seeds → evaluation → report.
+"""Train one job: data → dataset → concepts → model → predictions, saved in its job directory.
 
-Run directory layout::
-
-    RUN_DIR/config.yaml            resolved config
-    RUN_DIR/run.log                log
-    RUN_DIR/data.json              data summary, concept coverage, notes
-    RUN_DIR/models/NAME/seedK/     checkpoint.pt, best.pt, history.json, predictions.parquet
-    RUN_DIR/predictions.parquet    datetime, instrument, model, seed, segment, score, label
-    RUN_DIR/explanations.parquet   HIST's additive parts on the test segment
-    RUN_DIR/backtest_NAME_seedK.parquet
-    RUN_DIR/metrics.json
-    RUN_DIR/report.html, figures/
-
-A model × seed whose ``predictions.parquet`` exists is not trained again, and a
-neural model whose training was killed resumes from its last checkpoint.
+The run-directory layout is :mod:`conceptalpha.experiments.layout`; which jobs a
+config holds is :mod:`conceptalpha.experiments.jobs`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +21,10 @@ from conceptalpha.concepts.graph import ConceptGraph, build_concept_graph
 from conceptalpha.concepts.sources import read_source, unique_source_names
 from conceptalpha.data.panel import Market
 from conceptalpha.experiments.config import ExperimentConfig
+from conceptalpha.experiments.jobs import Job, config_for_universe
+from conceptalpha.experiments.layout import JobFiles, RunFiles
 from conceptalpha.features.dataset import DatasetConfig, build_dataset
+from conceptalpha.io import atomic_path, write_json
 
 log = logging.getLogger("conceptalpha")
 
@@ -144,7 +137,104 @@ def build_window_dataset(inputs: Inputs, config: ExperimentConfig, segments: dic
 
 
 def cache_dir(config: ExperimentConfig) -> Path:
-    return Path(config.cache_dir) if config.cache_dir else Path(config.output) / ".cache"
+    return Path(config.cache_dir) if config.cache_dir else RunFiles(Path(config.output)).cache
+
+
+# ---------------------------------------------------------------- jobs
+
+progress_log = logging.getLogger("conceptalpha.progress")
+
+
+class JobContext:
+    """What a process needs to train jobs: each universe's inputs and the latest dataset, loaded once.
+
+    Jobs come window by window, so keeping one dataset reuses it for every model
+    and seed of a window without holding every window's arrays at once.
+    """
+
+    def __init__(self, config: ExperimentConfig):
+        self.config = config
+        self._inputs: dict[str, Inputs] = {}
+        self._dataset: tuple[tuple, Any] = ((), None)
+
+    def inputs(self, universe: str) -> Inputs:
+        if universe not in self._inputs:
+            self._inputs[universe] = load_inputs(config_for_universe(self.config, universe))
+        return self._inputs[universe]
+
+    def dataset(self, job: Job):
+        key = (job.universe, job.segments)
+        if self._dataset[0] != key:
+            self._dataset = ((), None)  # free the previous window's arrays first
+            self._dataset = (key, build_window_dataset(self.inputs(job.universe), self.config, job.segment_dates))
+        return self._dataset[1]
+
+
+def train_job(context: JobContext, job: Job, files: JobFiles, progress: bool) -> None:
+    """Train one job into its directory unless it is finished; a killed job resumes from its checkpoint."""
+    if files.finished():
+        return
+    config = context.config
+    entry = config.models[job.model_index]
+    log.info("train %s in %s", job.describe(), files.root)
+    if not progress and is_neural(entry.name):
+        entry = entry.model_copy(update={"trainer": entry.trainer.model_copy(update={"show_progress": False})})
+    out = run_one(
+        context.inputs(job.universe), context.dataset(job), job.segment_dates, config, entry, job.seed, files.root,
+        resume=True, on_epoch=lambda epoch: log_epoch(job, epoch),
+    )
+    if out["explanations"] is not None:
+        write_parquet(files.explanations, out["explanations"])
+    write_json(files.meta, {"train_seconds": out["train_seconds"]})
+    write_parquet(files.predictions, out["predictions"])  # last: its presence marks the job finished
+
+
+def log_epoch(job: Job, epoch: dict) -> None:
+    """One line per epoch, to run.log (and the console when no progress bar is shown)."""
+    progress_log.info(
+        "%s epoch %d/%d: train loss %.4f, valid IC %.4f, %.1f s, best %.4f (epoch %d)",
+        job.describe(), epoch["epoch"], epoch["max_epochs"], epoch["train_loss"], epoch["valid_ic"],
+        epoch["seconds"], epoch["best_ic"], epoch["best_epoch"],
+    )
+
+
+def load_job(job: Job, files: JobFiles) -> tuple[pd.DataFrame, pd.DataFrame | None, float]:
+    """A finished job's predictions (with its rolling window), explanations and training seconds."""
+    meta = json.loads(files.meta.read_text(encoding="utf-8"))
+    predictions = pd.read_parquet(files.predictions).assign(window=job.window)
+    explanations = pd.read_parquet(files.explanations) if files.explanations.exists() else None
+    if explanations is not None:
+        explanations = explanations.assign(model=job.model, seed=job.seed)
+    return predictions, explanations, meta["train_seconds"]
+
+
+def setup_run_log(path: Path, console: bool = True, epochs_on_console: bool = True) -> None:
+    """Log to ``path`` (every line) and to stderr (without the per-epoch lines when a progress bar shows them)."""
+    log.setLevel(logging.INFO)
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    file_handler = logging.FileHandler(path, encoding="utf-8")
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(file_handler)
+    if console:
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(logging.Formatter("%(message)s"))
+        if not epochs_on_console:
+            stream.addFilter(lambda record: record.name != progress_log.name)
+        log.addHandler(stream)
+
+
+def is_neural(name: str) -> bool:
+    from conceptalpha.models.registry import get_model_spec
+
+    return get_model_spec(name).kind == "neural"
+
+
+def write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
 
 
 # ---------------------------------------------------------------- models
@@ -157,7 +247,7 @@ def build_neural_model(entry, dataset) -> Any:
     market = {"d_market": dataset.d_market} if get_model_spec(entry.name).uses_market else {}
     return build_model(entry.name, d_feat=dataset.d_feat, seq_len=dataset.seq_len, **{**entry.params, **market})
 
-def run_one(inputs: Inputs, dataset, segments: dict, config: ExperimentConfig, entry, seed: int, job_dir: Path, resume: bool) -> dict:
+def run_one(inputs: Inputs, dataset, segments: dict, config: ExperimentConfig, entry, seed: int, job_dir: Path, resume: bool, on_epoch=None) -> dict:
     """Train one model with one seed; returns predictions (valid+test), explanations, timing."""
     from conceptalpha.models.registry import get_model_spec
 
@@ -178,7 +268,7 @@ def run_one(inputs: Inputs, dataset, segments: dict, config: ExperimentConfig, e
         model = build_neural_model(entry, dataset)
         tcfg = config.trainer_for(entry, seed)
         membership = inputs.membership if spec.uses_concepts else None
-        fit(model, dataset, membership, tcfg, job_dir, resume=resume)
+        fit(model, dataset, membership, tcfg, job_dir, resume=resume, on_epoch=on_epoch)
         preds = pd.concat(
             [predict(model, dataset, seg, membership=membership).assign(segment=seg) for seg in ("valid", "test")],
             ignore_index=True,

@@ -309,6 +309,7 @@ def fit(
     config: TrainerConfig,
     run_dir: str | Path,
     resume: bool = False,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> FitResult:
     """Train ``model`` in place; on return it holds the selected averaged weights (also in ``best.pt``).
 
@@ -316,7 +317,9 @@ def fit(
     reproducible initialisation; ``fit`` seeds dropout and shuffling from
     ``config.seed``. ``resume=True`` continues from ``run_dir/checkpoint.pt``
     (or starts fresh if there is none) and reaches the same result as an
-    uninterrupted run.
+    uninterrupted run. ``on_epoch`` receives each epoch's history entry (epoch,
+    train_loss, valid_ic, seconds) with ``max_epochs``, ``best_ic`` and
+    ``best_epoch`` once its checkpoint is saved.
     """
     run_dir = Path(run_dir)
     train_days, valid_days = list(dataset.days("train")), list(dataset.days("valid"))
@@ -346,6 +349,8 @@ def fit(
         last = state.history[-1]
         bar.update(1)
         bar.set_postfix(loss=f"{last['train_loss']:.4f}", ic=f"{last['valid_ic']:.4f}", best=f"{state.best_ic:.4f}")
+        if on_epoch is not None:
+            on_epoch({**last, "max_epochs": config.max_epochs, "best_ic": state.best_ic, "best_epoch": state.best_epoch})
     bar.close()
     return _finish(model, state, config, run_dir, device)
 
