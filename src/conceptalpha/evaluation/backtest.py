@@ -89,8 +89,8 @@ class BacktestConfig(BaseModel):
 
     @classmethod
     def for_label(cls, label: str, **fields) -> "BacktestConfig":
-        """A config whose lag matches the label protocol."""
-        return cls(lag=lag_for_label(label), **fields)
+        """A config whose lag matches the label protocol, unless ``fields`` set ``lag``."""
+        return cls(**{"lag": lag_for_label(label), **fields})
 
     def with_market_costs(self, rules: MarketRules) -> "BacktestConfig":
         """This config with unset cost fields taken from the market's rules."""
