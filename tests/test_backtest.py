@@ -52,6 +52,7 @@ def test_lag_follows_the_label_protocol():
     assert lag_for_label("t->t+1") == 0
     assert lag_for_label("t+1→t+6") == 1
     assert BacktestConfig.for_label("t->t+1", topk=10).lag == 0
+    assert BacktestConfig.for_label("t->t+1", lag=2).lag == 2  # a lag set explicitly wins over the label's
     with pytest.raises(UserError, match="label"):
         lag_for_label("next day")
 

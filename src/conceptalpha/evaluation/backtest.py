@@ -89,8 +89,8 @@ class BacktestConfig(BaseModel):
 
     @classmethod
     def for_label(cls, label: str, **fields) -> "BacktestConfig":
-        """A config whose lag matches the label protocol."""
-        return cls(lag=lag_for_label(label), **fields)
+        """A config whose lag matches the label protocol, unless ``fields`` set ``lag``."""
+        return cls(**{"lag": lag_for_label(label), **fields})
 
     def with_market_costs(self, rules: MarketRules) -> "BacktestConfig":
         """This config with unset cost fields taken from the market's rules."""
@@ -134,14 +134,22 @@ class TradingRules:
         )
 
 
-def score_matrix(scores: pd.DataFrame, panel: BarPanel) -> tuple[np.ndarray, int]:
-    """Dense scores [D, N] on the panel's calendar (NaN = no score) and the count of rows for unknown instruments."""
-    frame = scores.reset_index() if "datetime" not in scores.columns else scores
+def one_run_scores(table: pd.DataFrame, name: str, verb: str) -> pd.DataFrame:
+    """``table`` with columns datetime, instrument, score (a (datetime, instrument) index is reset), checked to
+    hold one row per (datetime, instrument), i.e. one model and seed; ``UserError`` naming ``name`` (and asking
+    to ``verb`` one model and seed at a time) otherwise."""
+    frame = table.reset_index() if "datetime" not in table.columns else table
     missing = {"datetime", "instrument", "score"} - set(frame.columns)
     if missing:
-        raise UserError(f"score table lacks columns {sorted(missing)}")
+        raise UserError(f"{name} lacks columns {sorted(missing)}")
     if frame.duplicated(["datetime", "instrument"]).any():
-        raise UserError("score table has duplicate (datetime, instrument) rows; backtest one model and seed at a time")
+        raise UserError(f"{name} has duplicate (datetime, instrument) rows; {verb} one model and seed at a time")
+    return frame
+
+
+def score_matrix(scores: pd.DataFrame, panel: BarPanel) -> tuple[np.ndarray, int]:
+    """Dense scores [D, N] on the panel's calendar (NaN = no score) and the count of rows for unknown instruments."""
+    frame = one_run_scores(scores, "score table", "backtest")
     stamps = pd.DatetimeIndex(pd.to_datetime(frame["datetime"])).normalize()
     day = panel.calendar.dates.get_indexer(stamps)
     if (day < 0).any():

@@ -42,6 +42,7 @@ from conceptalpha.errors import UserError
 from conceptalpha.evaluation.backtest import BacktestConfig, backtest, lag_for_label
 from conceptalpha.evaluation.metrics import daily_ic
 from conceptalpha.evaluation.report import PARTS
+from conceptalpha.evaluation.summary import mean_std
 
 ENSEMBLE_SEED = -1
 """The seed value that marks seed-ensemble rows."""
@@ -304,13 +305,10 @@ def strategies_by_model(predictions: pd.DataFrame, market: Market, label: str, s
     test = predictions[predictions["segment"] == "test"] if "segment" in predictions else predictions
     out: dict[str, dict] = {}
     for model, rows in test.groupby("model", sort=True):
-        per_seed = [strategy_summary(seed_rows, market, label, settings) for _, seed_rows in rows.groupby("seed", sort=True)]
-        out[str(model)] = {name: _mean_std([s[name] for s in per_seed]) for name in STRATEGIES}
+        per_seed = {seed: strategy_summary(seed_rows, market, label, settings) for seed, seed_rows in rows.groupby("seed", sort=True)}
+        out[str(model)] = {
+            name: mean_std({seed: figures[name] for seed, figures in per_seed.items()}, one_seed_std=float("nan"))
+            for name in STRATEGIES
+        }
     return out
-
-
-def _mean_std(dicts: list[dict[str, float]]) -> dict[str, dict[str, float]]:
-    """key → {"mean", "std" (ddof=1, NaN for one dict)} over dicts with the same keys."""
-    frame = pd.DataFrame(dicts)
-    return {k: {"mean": float(frame[k].mean()), "std": float(frame[k].std(ddof=1))} for k in frame.columns}
 

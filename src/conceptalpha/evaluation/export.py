@@ -10,17 +10,13 @@ from pathlib import Path
 import pandas as pd
 
 from conceptalpha.errors import UserError
+from conceptalpha.evaluation.backtest import one_run_scores
 from conceptalpha.io import atomic_path
 
 
 def _single_run(predictions: pd.DataFrame) -> pd.DataFrame:
     """The (datetime, instrument, score) rows, checked to be one model/seed (no duplicate keys)."""
-    frame = predictions.reset_index() if "datetime" not in predictions.columns else predictions
-    missing = {"datetime", "instrument", "score"} - set(frame.columns)
-    if missing:
-        raise UserError(f"prediction table lacks columns {sorted(missing)}")
-    if frame.duplicated(["datetime", "instrument"]).any():
-        raise UserError("prediction table has duplicate (datetime, instrument) rows: export one model and seed at a time")
+    frame = one_run_scores(predictions, "prediction table", "export")
     out = frame.assign(datetime=pd.to_datetime(frame["datetime"]), instrument=frame["instrument"].astype(str))
     return out.sort_values(["datetime", "instrument"], kind="stable")
 

@@ -82,12 +82,12 @@ def seed_metrics(predictions: pd.DataFrame, backtest: pd.DataFrame | None = None
 # ---------------------------------------------------------------- over seeds
 
 
-def mean_std(by_seed: Mapping[int, Mapping[str, float]]) -> dict[str, dict[str, float]]:
-    """Each metric's mean and std (ddof=1; 0 for one seed) over seeds."""
+def mean_std(by_seed: Mapping[int, Mapping[str, float]], one_seed_std: float = 0.0) -> dict[str, dict[str, float]]:
+    """Each metric's mean and std (ddof=1) over seeds; with one seed the std is ``one_seed_std``."""
     if not by_seed:
         return {}
     frame = pd.DataFrame({seed: dict(m) for seed, m in by_seed.items()}).T.astype("float64")
-    std = frame.std(ddof=1) if len(frame) > 1 else pd.Series(0.0, index=frame.columns)
+    std = frame.std(ddof=1) if len(frame) > 1 else pd.Series(one_seed_std, index=frame.columns)
     return {k: {"mean": float(frame[k].mean()), "std": float(std[k])} for k in frame.columns}
 
 

@@ -280,7 +280,7 @@ class ExperimentConfig(Strict):
 
     def backtest_settings(self) -> BacktestConfig:
         """The backtest settings, ``lag`` following the label protocol unless the config sets it."""
-        return BacktestConfig(**{"lag": lag_for_label(self.features.label), **_set_fields(self.backtest)})
+        return BacktestConfig.for_label(self.features.label, **_set_fields(self.backtest))
 
 
 # ---------------------------------------------------------------- loading

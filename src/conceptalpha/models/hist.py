@@ -38,8 +38,8 @@ import torch
 from torch import nn
 
 from conceptalpha.errors import UserError
-from conceptalpha.models.fast_gru import gru_last_state
 from conceptalpha.models.ops import softmax_attention, unit_rows
+from conceptalpha.models.rnn import RNNType, as_sequence, last_state, make_rnn
 
 #: Default bound on the size of one block of the hidden-concept similarity
 #: (rows × N float32 elements, 4 MiB); below it the search is one dense block.
@@ -228,7 +228,7 @@ class HIST(nn.Module):
         num_layers: int = 2,
         K: int = 1,
         dropout: float = 0.0,
-        base_model: Literal["GRU", "LSTM"] = "GRU",
+        base_model: RNNType = "GRU",
         correction: bool = True,
         denominator_plus_one: bool = False,
         concept_weighting: Literal["market_cap", "equal"] = "market_cap",
@@ -254,8 +254,7 @@ class HIST(nn.Module):
         self.concept_weighting = concept_weighting
         self.concept_attention = concept_attention
         self.similarity_block_rows = similarity_block_rows
-        rnn_class = nn.GRU if base_model == "GRU" else nn.LSTM
-        self.rnn = rnn_class(d_feat, hidden_size, num_layers, batch_first=True, dropout=dropout)
+        self.rnn = make_rnn(base_model, d_feat, hidden_size, num_layers, dropout)
         self.fc_es = self._linear(hidden_size)
         self.fc_es_back = self._linear(hidden_size)
         self.fc_es_fore = self._linear(hidden_size)
@@ -277,13 +276,7 @@ class HIST(nn.Module):
     # ----------------------------------------------------------------- encoder
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """e = last hidden state of the recurrent encoder: x [N, T, F] (or flat [N, F·T]) → [N, H]."""
-        if x.dim() == 2:
-            x = x.reshape(x.shape[0], self.d_feat, -1).transpose(1, 2)
-        if x.dim() != 3 or x.shape[2] != self.d_feat:
-            raise ValueError(f"HIST expects x [N, T, {self.d_feat}], got {tuple(x.shape)}")
-        if isinstance(self.rnn, nn.GRU):
-            return gru_last_state(self.rnn, x)
-        return self.rnn(x)[0][:, -1, :]
+        return last_state(self.rnn, as_sequence(x, self.d_feat))
 
     def load_encoder(self, path: str | Path) -> None:
         """Initialise ``rnn`` from a trained GRU/LSTM ``state_dict`` file (keys ``rnn.*``)."""

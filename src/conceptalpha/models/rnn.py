@@ -30,7 +30,7 @@ def as_sequence(x: torch.Tensor, d_feat: int) -> torch.Tensor:
     Accepts [N, T, F] unchanged, or a flat Alpha360-style row [N, F·T] ordered
     field-major, oldest first (reshaped to [N, F, T] then transposed).
     """
-    if x.dim() == 3:
+    if x.dim() == 3 and x.shape[2] == d_feat:
         return x
     if x.dim() == 2 and x.shape[1] % d_feat == 0:
         return x.reshape(x.shape[0], d_feat, -1).transpose(1, 2)
