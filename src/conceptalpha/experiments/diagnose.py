@@ -72,8 +72,8 @@ def _costs(settings: dict, market_kind: str) -> dict[str, float]:
     from conceptalpha.evaluation.backtest import BacktestConfig
     from conceptalpha.evaluation.market_rules import rules_for
 
-    defaults = BacktestConfig().with_market_costs(rules_for(market_kind)).model_dump()
-    return {key: settings.get(key, defaults[key]) for key in ("buy_cost", "sell_cost", "min_cost", "capital")}
+    costs = BacktestConfig(**settings).with_market_costs(rules_for(market_kind))
+    return {key: getattr(costs, key) for key in ("buy_cost", "sell_cost", "min_cost", "capital")}
 
 
 def _config(run_dir: Path):
