@@ -54,6 +54,8 @@ def test_unknown_key_names_the_nearest_valid_one():
         ("features.label=t+2->t+1", r"features.label = 't\+2->t\+1': label 't\+2->t\+1' is not of the form"),
         ("seeds=[]", r"seeds = \[\]: at least one is required"),
         ("rolling.modee=fixed", r"did you mean 'rolling.mode'\?"),
+        ("trainer.loss=rank", r"trainer.loss = 'rank': Input should be 'mse' or 'ic'"),
+        ("models=[{name: TRA, trainer: {loss: ic}}]", r"models.0 \(TRA\): trains on its own loss; trainer.loss must be 'mse', got 'ic'"),
     ],
 )
 def test_every_mistake_is_one_line_naming_key_value_and_expectation(tmp_path, override, message):

@@ -291,3 +291,34 @@ def test_average_state_dicts_and_daily_ic():
 def test_config_rejects_unknown_fields():
     with pytest.raises(ValueError):
         TrainerConfig(epochs=3)
+
+
+def test_negative_ic_is_minus_the_pearson_correlation_and_ignores_scale():
+    from conceptalpha.training.trainer import negative_ic
+
+    rng = np.random.default_rng(0)
+    p, y = rng.standard_normal(50), rng.standard_normal(50)
+    expected = -scipy.stats.pearsonr(p, y)[0]
+    got = negative_ic(torch.tensor(p), torch.tensor(y))
+    assert got.item() == pytest.approx(expected, abs=1e-12)
+    assert negative_ic(torch.tensor(3 * p + 7), torch.tensor(y)).item() == pytest.approx(expected, abs=1e-12)
+    assert negative_ic(torch.ones(5), torch.arange(5.0)).item() == 0.0  # constant scores: no NaN
+
+
+def test_ic_loss_trains_towards_the_signal_and_reproduces(tmp_path):
+    data = FakeDataset()
+    runs = []
+    for run in ("a", "b"):
+        model = make_hist()
+        result = fit(model, data, concept_membership, config(loss="ic", max_epochs=3), tmp_path / run)
+        runs.append(predict(model, data, "test", concept_membership, device="cpu").score.to_numpy())
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert result.best_valid_ic > 0.5  # y = 0.3·x + noise: the signal is easy to find
+    mse = fit(make_hist(), data, concept_membership, config(max_epochs=1), tmp_path / "mse")
+    ic = fit(make_hist(), data, concept_membership, config(loss="ic", max_epochs=1), tmp_path / "ic")
+    assert mse.history[0]["train_loss"] > 0 > ic.history[0]["train_loss"]  # IC loss is minus a correlation
+
+
+def test_ic_loss_is_refused_for_a_model_with_its_own_loss(tmp_path):
+    with pytest.raises(UserError, match="own loss"):
+        fit(LabelRecorder(), FakeDataset(), None, config(loss="ic"), tmp_path)

@@ -263,6 +263,9 @@ class ExperimentConfig(Strict):
                 entry.params = _set_fields(schema.model_validate(entry.params))
             except ValidationError as err:
                 raise UserError(_explain(err, schema, prefix=["models", str(k), "params"])) from None
+            own_loss = hasattr(get_model_spec(entry.name).model_class, "training_loss")
+            if own_loss and self.trainer_for(entry, 0).loss != "mse":
+                raise UserError(f"models.{k} ({entry.name}): trains on its own loss; trainer.loss must be 'mse', got {self.trainer_for(entry, 0).loss!r}")
         return self
 
     @field_serializer("trainer", "backtest")

@@ -16,6 +16,11 @@ Model interface: ``forward(x, membership, market_cap) -> [N]``; optional
 ``on_epoch_end()``. A model with ``uses_market = True`` is also given the day's
 market vector [M] as ``forward(..., market=m)`` (the dataset's market context).
 
+``loss``: ``"mse"`` (the paper) or ``"ic"``, minus each day's Pearson correlation
+between the scores and the training labels of its labelled stocks, which
+rewards the cross-sectional order the strategies trade and ignores the scale.
+A model with its own ``training_loss`` accepts only ``"mse"``.
+
 ``drop_extreme_labels`` (training days only): the share q of each day's most
 extreme training labels, half from each tail, is dropped and the remaining
 labels are normalised again as the dataset normalised them (MASTER's protocol);
@@ -77,6 +82,7 @@ class TrainerConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     select_on: Literal["raw", "train"] = "raw"
     drop_extreme_labels: float = Field(0.0, ge=0, lt=1)
+    loss: Literal["mse", "ic"] = "mse"
 
 
 @dataclass
@@ -245,15 +251,28 @@ def _forward(model: nn.Module, b: DayBatch) -> torch.Tensor:
     return model(b.x, b.membership, b.market_cap)
 
 
-def _step_loss(model: nn.Module, batches: list[DayBatch]) -> torch.Tensor:
-    """Mean over the step's days of each day's loss (MSE on labelled stocks, or the model's own)."""
+def negative_ic(prediction: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """Minus the Pearson correlation of ``prediction`` and ``label`` [N] (0 when either is constant)."""
+    p, y = prediction - prediction.mean(), label - label.mean()
+    return -(p * y).sum() / ((p * p).sum() * (y * y).sum()).sqrt().clamp_min(1e-12)
+
+
+DAY_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "mse": lambda prediction, label: torch.mean((prediction - label) ** 2),
+    "ic": negative_ic,
+}
+
+
+def _step_loss(model: nn.Module, batches: list[DayBatch], loss: str = "mse") -> torch.Tensor:
+    """Mean over the step's days of each day's loss on its labelled stocks (or the model's own loss)."""
     if hasattr(model, "training_loss"):
         losses = [model.training_loss(b.as_dict()) for b in batches]
     else:
+        day_loss = DAY_LOSSES[loss]
         losses = []
         for prediction, b in zip(_predict_days(model, batches), batches):
             labelled = torch.isfinite(b.y)
-            losses.append(torch.mean((prediction[labelled] - b.y[labelled]) ** 2))
+            losses.append(day_loss(prediction[labelled], b.y[labelled]))
     return torch.stack(losses).mean()
 
 
@@ -267,7 +286,7 @@ def _train_epoch(model, optimizer, load: DayLoader, order: np.ndarray, config: T
         if not batches:
             continue
         optimizer.zero_grad(set_to_none=True)
-        loss = _step_loss(model, batches)
+        loss = _step_loss(model, batches, config.loss)
         if not torch.isfinite(loss):
             dates = ", ".join(str(b.date.date()) for b in batches)
             raise TrainingDiverged(
@@ -325,6 +344,8 @@ def fit(
     train_days, valid_days = list(dataset.days("train")), list(dataset.days("valid"))
     if not train_days or not valid_days:
         raise UserError(f"training needs train and valid days; got {len(train_days)} and {len(valid_days)}")
+    if config.loss != "mse" and hasattr(model, "training_loss"):
+        raise UserError(f"trainer.loss {config.loss!r}: {type(model).__name__} trains on its own loss; use 'mse'")
     if config.drop_extreme_labels > 0 and not hasattr(dataset, "label_norm"):
         raise UserError("trainer.drop_extreme_labels needs a dataset that names its label normalisation (label_norm)")
     device = resolve_device(config.device)
