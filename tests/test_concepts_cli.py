@@ -118,3 +118,17 @@ def test_shared_csi300_coverage(shared_data, tmp_path, monkeypatch, capsys):
     graph = ConceptGraph.load(tmp_path / "g.npz")
     maotai = graph.instrument_concepts("SH600519")
     assert "tushare_industry:industry:白酒" in set(maotai["label"])
+
+
+def test_the_no_concepts_note_is_given_only_when_a_model_reads_concepts(provider):
+    from conceptalpha.experiments.config import validate_config
+    from conceptalpha.experiments.runner import load_inputs
+
+    base = {
+        "name": "t",
+        "data": {"provider": str(provider), "universe": "csi300", "start": "2020-01-01", "end": "2020-01-08"},
+        "segments": {"train": ["2020-01-01", "2020-01-02"], "valid": ["2020-01-03", "2020-01-06"], "test": ["2020-01-07", "2020-01-08"]},
+    }
+    notes = {models[0]: load_inputs(validate_config({**base, "models": models})).notes for models in (["HIST"], ["GRU"])}
+    assert any("No concept source configured" in note for note in notes["HIST"])
+    assert not any("concept" in note.lower() for note in notes["GRU"])

@@ -92,7 +92,13 @@ def _market_and_concept_tables(config: ExperimentConfig) -> tuple[Market, list[p
     names = unique_source_names([src.kind for src in sources])
     tables = [read_source(src.kind, src.path, source=name, market=market.kind) for src, name in zip(sources, names)]
     notes = [SNAPSHOT_NOTE] if tables else ["No concept source configured: HIST runs without predefined concepts."]
-    return market, tables, None, [*notes, market_note(market)]
+    return market, tables, None, [*(notes if _uses_concepts(config) else []), market_note(market)]
+
+
+def _uses_concepts(config: ExperimentConfig) -> bool:
+    from conceptalpha.models.registry import get_model_spec
+
+    return any(get_model_spec(entry.name).uses_concepts for entry in config.models)
 
 
 def market_note(market: Market) -> str:
