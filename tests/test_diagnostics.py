@@ -255,7 +255,7 @@ def test_benchmark_configs_follow_the_common_protocol():
     assert bench.segments.model_dump() == {"train": ("2010-01-01", "2014-12-31"), "valid": ("2015-01-01", "2016-12-31"), "test": ("2017-01-01", "2020-12-31")}
     assert bench.features.label == "t+1->t+2" and bench.features.feature_set == "alpha360" and bench.seeds == [0, 1, 2, 3, 4]
     assert [(m.name, m.features) for m in bench.models] == [("HIST", None), ("GRU", None), ("LightGBM", "alpha158")]
-    assert bench.trainer.lr == 1e-3 and bench.trainer.max_epochs == 8 and bench.trainer.select_on == "raw" and bench.workers == 2
+    assert (bench.trainer.lr, bench.trainer.max_epochs, bench.trainer.loss) == (1e-3, 8, "ic") and bench.trainer.select_on == "raw" and bench.workers == 2
     rolling = load_config(configs / "csi300_benchmark_rolling.yaml")
     first = windows(rolling)[0]
     assert (first["train"], first["valid"], first["test"]) == (bench.segments.train, bench.segments.valid, ("2017-01-01", "2017-12-31"))
