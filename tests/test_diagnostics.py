@@ -174,6 +174,14 @@ def test_at_the_break_even_cost_rate_the_excess_return_with_costs_is_about_zero(
     assert free["topk_dropout_50_5"]["annual_turnover"] < free["top30_daily"]["annual_turnover"]
 
 
+def test_a_lag_set_in_the_settings_overrides_the_labels():
+    market, scores = _market()
+    costs = {"buy_cost": 0.0, "sell_cost": 0.0, "min_cost": 0.0}
+    by_label = dx.strategy_summary(scores, market, "t+1->t+2", costs)["top30_daily"]
+    late = dx.strategy_summary(scores, market, "t+1->t+2", {**costs, "lag": 2})["top30_daily"]
+    assert late["excess_annual_return_no_cost"] < by_label["excess_annual_return_no_cost"] / 3, (late, by_label)  # a day late, the edge is gone
+
+
 # ---------------------------------------------------------------- the command on a real (tiny) run
 
 

@@ -39,7 +39,7 @@ import pandas as pd
 
 from conceptalpha.data.panel import Market
 from conceptalpha.errors import UserError
-from conceptalpha.evaluation.backtest import BacktestConfig, backtest, lag_for_label
+from conceptalpha.evaluation.backtest import BacktestConfig, backtest
 from conceptalpha.evaluation.metrics import daily_ic
 from conceptalpha.evaluation.report import PARTS
 from conceptalpha.evaluation.summary import mean_std
@@ -267,17 +267,16 @@ def strategy_summary(scores: pd.DataFrame, market: Market, label: str, settings:
     """Both strategies of :data:`STRATEGIES` on one score table (datetime, instrument, score): strategy → figures.
 
     ``settings``: further :class:`BacktestConfig` fields (costs, limits; e.g. a
-    config's ``backtest`` section); the strategy fields and the lag (from the
-    label protocol) are set here. Figures: excess annual return with and without
+    config's ``backtest`` section); the strategy fields are set here, and the
+    lag follows the label protocol unless ``settings`` set it. Figures: excess annual return with and without
     costs, information ratio with costs, max drawdown with costs (portfolio and
     excess), mean daily and annual turnover, the cost rate paid (total cost /
     total traded value) and the break-even one-way cost rate.
     """
     out = {}
     for name, strategy in STRATEGIES.items():
-        fields = {**(settings or {}), **strategy, "lag": lag_for_label(label)}
         try:
-            config = BacktestConfig(**fields)
+            config = BacktestConfig.for_label(label, **{**(settings or {}), **strategy})
         except Exception as err:  # pydantic names the bad field
             raise UserError(f"backtest settings: {err}") from None
         result = backtest(scores[["datetime", "instrument", "score"]], market, config)
