@@ -55,6 +55,9 @@ def test_unknown_key_names_the_nearest_valid_one():
         ("seeds=[]", r"seeds = \[\]: at least one is required"),
         ("rolling.modee=fixed", r"did you mean 'rolling.mode'\?"),
         ("trainer.loss=rank", r"trainer.loss = 'rank': Input should be 'mse' or 'ic'"),
+        ("models=[{name: MASTER}]", r"models.0 \(MASTER\): reads the day's market vector; set features.market_context: true"),
+        ("models=[{name: GRU, features: alpha158}]", r"models.0 \(GRU\): model GRU needs sequence features"),
+        ("models=[GRU, {name: HIST, params: {K: 0}}]", r"models.1 \(HIST\): HIST K must be ≥ 1, got 0"),
         ("models=[{name: TRA, trainer: {loss: ic}}]", r"models.0 \(TRA\): trains on its own loss; trainer.loss must be 'mse', got 'ic'"),
     ],
 )

@@ -39,7 +39,8 @@ from pydantic import (
 
 from conceptalpha.errors import UserError
 from conceptalpha.evaluation.backtest import BacktestConfig, lag_for_label
-from conceptalpha.models.registry import get_model_spec
+from conceptalpha.features.alpha import model_input_shape
+from conceptalpha.models.registry import build_model, get_model_spec
 from conceptalpha.training.trainer import TrainerConfig
 
 SYNTHETIC = "synthetic"
@@ -266,7 +267,24 @@ class ExperimentConfig(Strict):
             own_loss = hasattr(get_model_spec(entry.name).model_class, "training_loss")
             if own_loss and self.trainer_for(entry, 0).loss != "mse":
                 raise UserError(f"models.{k} ({entry.name}): trains on its own loss; trainer.loss must be 'mse', got {self.trainer_for(entry, 0).loss!r}")
+            self._trial_build(k, entry)
         return self
+
+    def _trial_build(self, k: int, entry: ModelEntry) -> None:
+        """Build a neural model once for the config's input shape, so that a bad combination of its
+        hyper-parameters (e.g. a width its head count does not divide) stops the run at load."""
+        spec = get_model_spec(entry.name)
+        if spec.kind != "neural":
+            return
+        if spec.uses_market and not self.features.market_context:
+            raise UserError(f"models.{k} ({entry.name}): reads the day's market vector; set features.market_context: true")
+        feature_set = entry.features or self.features.feature_set
+        d_feat, seq_len = model_input_shape(feature_set, self.features.window if feature_set == "alpha158" else None)
+        market = {"d_market": 1} if spec.uses_market else {}
+        try:
+            build_model(entry.name, d_feat=d_feat, seq_len=seq_len, **{**entry.params, **market})
+        except UserError as err:
+            raise UserError(f"models.{k} ({entry.name}): {err}") from None
 
     @field_serializer("trainer", "backtest")
     def _section_as_set(self, value: BaseModel) -> dict[str, Any]:

@@ -56,6 +56,14 @@ def feature_names(feature_set: str) -> list[str]:
     ]
 
 
+def model_input_shape(feature_set: str, window: int | None = None) -> tuple[int, int | None]:
+    """(features per step F, steps T) a model sees: Alpha360 [N, 60, 6]; Alpha158 [N, 158] flat, or
+    [N, window, 158] stacked over ``window`` days (T None: flat rows)."""
+    if check_feature_set(feature_set) == "alpha360":
+        return len(ALPHA360_FIELDS), ALPHA360_LAGS
+    return len(feature_names(feature_set)), window
+
+
 # ---------------------------------------------------------------- Alpha360
 
 

@@ -129,7 +129,7 @@ class DailyDataset:
 
     @property
     def seq_len(self) -> int | None:
-        return alpha.ALPHA360_LAGS if self.feature_set == "alpha360" else self.config.window
+        return alpha.model_input_shape(self.feature_set, self.config.window)[1]
 
     @property
     def market_names(self) -> list[str]:
@@ -142,7 +142,7 @@ class DailyDataset:
 
     @property
     def d_feat(self) -> int:
-        return len(alpha.ALPHA360_FIELDS) if self.feature_set == "alpha360" else len(self.feature_names)
+        return alpha.model_input_shape(self.feature_set, self.config.window)[0]
 
     @property
     def segments(self) -> dict[str, tuple[pd.Timestamp, pd.Timestamp]]:
