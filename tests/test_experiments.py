@@ -175,15 +175,15 @@ def test_grid_on_local_ray_runs_two_jobs_and_skips_finished(tmp_path):
 
 
 def test_grid_reports_a_failed_job_and_continues(tmp_path, capsys):
-    raw = tiny(models=[{"name": "GRU", "params": {"hidden_size": 8, "num_layers": 1}}, {"name": "MLP", "params": {"hidden_size": 0}}])  # refused when built
+    raw = tiny(models=[{"name": "GRU", "params": {"hidden_size": 8, "num_layers": 1}}, {"name": "LightGBM", "params": {"num_leaves": 1}}])  # LightGBM refuses it when training
     cfg_path = tmp_path / "grid.yaml"
     cfg_path.write_text(json.dumps(raw))
     jobs = expand_jobs(validate_config(raw))
-    assert [job.id for job in jobs] == ["GRU-seed0-csi300-w0", "MLP-seed0-csi300-w0"]
+    assert [job.id for job in jobs] == ["GRU-seed0-csi300-w0", "LightGBM-seed0-csi300-w0"]
     table = run_grid(cfg_path, out_dir=tmp_path / "g", executor="serial")
     assert list(table["model"]) == ["GRU"]
     assert "FAILED" in capsys.readouterr().out
-    assert "hidden_size" in (tmp_path / "g" / "models" / "MLP" / "seed0" / "error.txt").read_text()
+    assert "num_leaves" in (tmp_path / "g" / "models" / "LightGBM" / "seed0" / "error.txt").read_text()
 
 
 def test_jobs_of_a_grid_cover_every_coordinate_in_their_own_directories():
