@@ -268,8 +268,9 @@ def strategy_summary(scores: pd.DataFrame, market: Market, label: str, settings:
 
     ``settings``: further :class:`BacktestConfig` fields (costs, limits; e.g. a
     config's ``backtest`` section); the strategy fields are set here, and the
-    lag follows the label protocol unless ``settings`` set it. Figures: excess annual return with and without
-    costs, information ratio with costs, max drawdown with costs (portfolio and
+    lag follows the label protocol unless ``settings`` set it. Figures: excess
+    annual return with and without costs, information ratio with costs, max
+    drawdown with costs (portfolio and
     excess), mean daily and annual turnover, the cost rate paid (total cost /
     total traded value) and the break-even one-way cost rate.
     """

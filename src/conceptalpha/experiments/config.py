@@ -264,15 +264,13 @@ class ExperimentConfig(Strict):
                 entry.params = _set_fields(schema.model_validate(entry.params))
             except ValidationError as err:
                 raise UserError(_explain(err, schema, prefix=["models", str(k), "params"])) from None
-            own_loss = hasattr(get_model_spec(entry.name).model_class, "training_loss")
-            if own_loss and self.trainer_for(entry, 0).loss != "mse":
-                raise UserError(f"models.{k} ({entry.name}): trains on its own loss; trainer.loss must be 'mse', got {self.trainer_for(entry, 0).loss!r}")
             self._trial_build(k, entry)
         return self
 
     def _trial_build(self, k: int, entry: ModelEntry) -> None:
         """Build a neural model once for the config's input shape, so that a bad combination of its
-        hyper-parameters (e.g. a width its head count does not divide) stops the run at load."""
+        hyper-parameters (e.g. a width its head count does not divide) or a loss it does not train
+        on stops the run at load."""
         spec = get_model_spec(entry.name)
         if spec.kind != "neural":
             return
@@ -282,9 +280,12 @@ class ExperimentConfig(Strict):
         d_feat, seq_len = model_input_shape(feature_set, self.features.window if feature_set == "alpha158" else None)
         market = {"d_market": 1} if spec.uses_market else {}
         try:
-            build_model(entry.name, d_feat=d_feat, seq_len=seq_len, **{**entry.params, **market})
+            model = build_model(entry.name, d_feat=d_feat, seq_len=seq_len, **{**entry.params, **market})
         except UserError as err:
             raise UserError(f"models.{k} ({entry.name}): {err}") from None
+        loss = self.trainer_for(entry, 0).loss
+        if hasattr(model, "training_loss") and loss != "mse":
+            raise UserError(f"models.{k} ({entry.name}): trains on its own loss; trainer.loss must be 'mse', got {loss!r}")
 
     @field_serializer("trainer", "backtest")
     def _section_as_set(self, value: BaseModel) -> dict[str, Any]:
