@@ -41,6 +41,17 @@ def test_summarise_run_per_seed_and_over_seeds():
     assert f"{hist['test']['IC']['mean']:.4f} ± {hist['test']['IC']['std']:.4f}" in table
 
 
+def test_overlapping_rolling_validation_windows_are_scored_window_by_window():
+    """Validation windows longer than the step score the same days with two windows' models."""
+    rows = tiny_run(days=120, n=20)["predictions"].query("model == 'HIST' and seed == 0 and segment == 'valid'")
+    first, second = rows.assign(window=0), rows.assign(window=1, score=-rows["score"])
+    metrics = summarise_run(pd.concat([first, second]))
+    one = summarise_run(first)["models"]["HIST"]["valid"]
+    valid = metrics["models"]["HIST"]["valid"]
+    assert valid["IC"]["mean"] == pytest.approx(0.0, abs=1e-12)  # each window's daily ICs, one after the other
+    assert valid["n_days"]["mean"] == 2 * one["n_days"]["mean"]
+
+
 def test_report_shows_the_metrics_the_run_saved(run_dir, tmp_path):  # noqa: F811
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)

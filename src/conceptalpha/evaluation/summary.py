@@ -70,13 +70,23 @@ def seed_metrics(predictions: pd.DataFrame, backtest: pd.DataFrame | None = None
     Factor metrics from the predictions; with a daily backtest also its summary
     with cost (``net_*``) and without (``gross_*``).
     """
-    series = factor_report(predictions)
+    series = _daily_series(predictions)
     flat = summarize_series(series)
     daily = daily_backtest(backtest)
     if daily is not None and len(daily):
         flat |= {f"net_{k}": v for k, v in summarize_backtest(daily, True, days_per_year).items()}
         flat |= {f"gross_{k}": v for k, v in summarize_backtest(daily, False, days_per_year).items()}
     return flat, summarize_by_year(series)
+
+
+def _daily_series(predictions: pd.DataFrame) -> dict[str, pd.Series | pd.DataFrame]:
+    """:func:`factor_report` of one model/seed/segment. Rolling windows whose days overlap (validation
+    windows longer than the step) score the same day with different models: each window is then
+    scored on its own and the daily series follow one another."""
+    if "window" not in predictions or not predictions.duplicated(["datetime", "instrument"]).any():
+        return factor_report(predictions)
+    reports = [factor_report(rows) for _, rows in predictions.groupby("window", sort=True)]
+    return {name: pd.concat([report[name] for report in reports]) for name in reports[0]}
 
 
 # ---------------------------------------------------------------- over seeds
