@@ -70,6 +70,22 @@ def test_ic_by_period_gives_mean_and_std_over_seeds_per_year():
     assert (table["n_seeds"] == 2).all()
 
 
+def test_overlapping_rolling_windows_stay_apart_in_ic_and_ensemble():
+    """A day scored by two rolling windows (validation longer than the step) counts once per window."""
+    labels = {"A": 0.1, "B": 0.2, "C": 0.3}
+    rows = [
+        _preds("M", seed, scores, labels).assign(window=window, segment="valid")
+        for window, scores in ((0, {"A": 1.0, "B": 2.0, "C": 3.0}), (1, {"A": 3.0, "B": 2.0, "C": 1.0}))
+        for seed in (0, 1)
+    ]
+    predictions = pd.concat(rows, ignore_index=True)
+    table = dx.ic_by_period(predictions).set_index("period")
+    assert table.loc["all", "IC_mean"] == pytest.approx(0.0)  # +1 from window 0, −1 from window 1
+    ensemble = dx.seed_ensemble(predictions).set_index(["window", "instrument"])["score"]
+    np.testing.assert_allclose(ensemble.loc[0].to_numpy(), [-1.0, 0.0, 1.0])
+    np.testing.assert_allclose(ensemble.loc[1].to_numpy(), [1.0, 0.0, -1.0])
+
+
 # ---------------------------------------------------------------- HIST parts
 
 

@@ -40,7 +40,7 @@ import pandas as pd
 from conceptalpha.data.panel import Market
 from conceptalpha.errors import UserError
 from conceptalpha.evaluation.backtest import BacktestConfig, backtest
-from conceptalpha.evaluation.metrics import daily_ic
+from conceptalpha.evaluation.metrics import cross_sections, daily_ic
 from conceptalpha.evaluation.report import PARTS
 from conceptalpha.evaluation.summary import mean_std
 
@@ -78,10 +78,11 @@ def seed_ensemble(predictions: pd.DataFrame) -> pd.DataFrame:
     frame = predictions[predictions.groupby("model")["seed"].transform("nunique") > 1]
     if frame.empty:
         return predictions.iloc[:0]
-    by_day = frame.groupby(["model", "seed", "datetime"], sort=False)["score"]
+    window = ["window"] if "window" in frame.columns else []  # overlapping rolling windows stay apart
+    by_day = frame.groupby(["model", "seed", *window, "datetime"], sort=False)["score"]
     z = (frame["score"] - by_day.transform("mean")) / by_day.transform("std").where(lambda s: s > 0)
-    keys = ["model", "datetime", "instrument"]
-    extra = [c for c in ("segment", "window") if c in frame.columns]
+    keys = ["model", *window, "datetime", "instrument"]
+    extra = ["segment"] if "segment" in frame.columns else []
     out = (
         frame.assign(score=z)
         .groupby(keys, sort=True)
@@ -106,7 +107,7 @@ def ic_by_period(predictions: pd.DataFrame) -> pd.DataFrame:
     frame = predictions.assign(segment=predictions["segment"] if "segment" in predictions else "test")
     rows = []
     for (model, segment, seed), group in frame.groupby(["model", "segment", "seed"], sort=True):
-        daily = pd.DataFrame({key: daily_ic(group, method) for key, method in IC_METHODS.items()})
+        daily = pd.concat([pd.DataFrame({key: daily_ic(rows, method) for key, method in IC_METHODS.items()}) for rows in cross_sections(group)])
         periods = {"all": daily, **{str(y): d for y, d in daily.groupby(daily.index.year)}}
         rows += [{"model": model, "segment": segment, "seed": seed, "period": p, **d.mean().to_dict()} for p, d in periods.items()]
     per_seed = pd.DataFrame(rows)

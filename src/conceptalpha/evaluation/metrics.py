@@ -67,6 +67,15 @@ def prediction_frame(pred: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values(["datetime", "instrument"], kind="stable").reset_index(drop=True)
 
 
+def cross_sections(pred: pd.DataFrame) -> list[pd.DataFrame]:
+    """One model/seed's rows in pieces that hold at most one cross-section per day: the rows
+    themselves or, where rolling windows score the same day with different models (validation
+    windows longer than the step), one piece per window."""
+    if "window" not in pred or not pred.duplicated(["datetime", "instrument"]).any():
+        return [pred]
+    return [rows for _, rows in pred.groupby("window", sort=True)]
+
+
 def _pearson_by_day(frame: pd.DataFrame, x: str, y: str) -> pd.Series:
     """Per-day Pearson correlation of columns x and y, from grouped moments (vectorised over days)."""
     by_day = frame.groupby("datetime", sort=True)

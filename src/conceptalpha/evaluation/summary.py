@@ -30,7 +30,7 @@ import pandas as pd
 
 from conceptalpha.errors import UserError
 from conceptalpha.evaluation.backtest import summarize_backtest
-from conceptalpha.evaluation.metrics import factor_report, summarize_by_year, summarize_series
+from conceptalpha.evaluation.metrics import cross_sections, factor_report, summarize_by_year, summarize_series
 
 HEADLINE = ("IC", "ICIR", "RankIC", "RankICIR", "precision@30")
 SEGMENTS = ("test", "valid")
@@ -80,12 +80,9 @@ def seed_metrics(predictions: pd.DataFrame, backtest: pd.DataFrame | None = None
 
 
 def _daily_series(predictions: pd.DataFrame) -> dict[str, pd.Series | pd.DataFrame]:
-    """:func:`factor_report` of one model/seed/segment. Rolling windows whose days overlap (validation
-    windows longer than the step) score the same day with different models: each window is then
-    scored on its own and the daily series follow one another."""
-    if "window" not in predictions or not predictions.duplicated(["datetime", "instrument"]).any():
-        return factor_report(predictions)
-    reports = [factor_report(rows) for _, rows in predictions.groupby("window", sort=True)]
+    """:func:`factor_report` of one model/seed/segment; overlapping rolling windows are scored
+    window by window and their daily series follow one another (:func:`cross_sections`)."""
+    reports = [factor_report(rows) for rows in cross_sections(predictions)]
     return {name: pd.concat([report[name] for report in reports]) for name in reports[0]}
 
 
