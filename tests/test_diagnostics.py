@@ -286,3 +286,11 @@ def test_benchmark_configs_follow_the_common_protocol():
     assert [w["test"][0] for w in windows(rolling)] == ["2017-01-01", "2018-01-01", "2019-01-01", "2020-01-01"]
     assert rolling.models[0].params == bench.models[0].params and rolling.trainer == bench.trainer
     assert load_config(configs / "csi300_paper.yaml").features.label == "t->t+1"
+    common, own = (load_config(configs / f"{name}.yaml") for name in ("csi300_master_common", "csi300_master"))
+    for master in (common, own):
+        assert master.segments == bench.segments and master.seeds == bench.seeds and master.backtest == bench.backtest
+        assert (master.trainer.max_epochs, master.trainer.loss, master.trainer.select_on) == (8, "ic", "raw")
+    assert (common.features.label, common.features.label_norm) == (bench.features.label, bench.features.label_norm)
+    assert common.features.model_copy(update={"label": "t+1->t+5"}) == own.features  # only the label differs...
+    assert common.trainer.model_copy(update={"drop_extreme_labels": 0.05}) == own.trainer  # ...and label dropping
+    assert common.models == own.models
