@@ -284,7 +284,8 @@ def test_benchmark_configs_follow_the_common_protocol():
     first = windows(rolling)[0]
     assert (first["train"], first["valid"], first["test"]) == (bench.segments.train, bench.segments.valid, ("2017-01-01", "2017-12-31"))
     assert [w["test"][0] for w in windows(rolling)] == ["2017-01-01", "2018-01-01", "2019-01-01", "2020-01-01"]
-    assert rolling.models[0].params == bench.models[0].params and rolling.trainer == bench.trainer
+    assert [rolling.models[0], rolling.models[1]] == [bench.models[0], bench.models[2]] and rolling.trainer == bench.trainer
+    assert bench.models[2].label_norm == "rank" and bench.features.label_norm == "zscore"
     assert load_config(configs / "csi300_paper.yaml").features.label == "t->t+1"
     common, own = (load_config(configs / f"{name}.yaml") for name in ("csi300_master_common", "csi300_master"))
     for master in (common, own):

@@ -41,6 +41,17 @@ def finished_run(tmp_path_factory) -> Path:
     return out
 
 
+def test_a_model_entry_trains_on_its_own_label_normalisation(tmp_path):
+    def lightgbm_scores(entry: dict, label_norm: str) -> pd.Series:
+        out = tmp_path / f"{label_norm}-{len(entry)}"
+        run_experiment(validate_config(tiny(models=[entry], features={"label_norm": label_norm})), out_dir=out, progress=False)
+        return pd.read_parquet(out / "predictions.parquet")["score"]
+
+    own = lightgbm_scores({"name": "LightGBM", "label_norm": "rank"}, "zscore")
+    pd.testing.assert_series_equal(own, lightgbm_scores({"name": "LightGBM"}, "rank"))
+    assert not own.equals(lightgbm_scores({"name": "LightGBM"}, "zscore"))
+
+
 def test_run_writes_the_documented_layout(finished_run):
     for name in ("config.yaml", "run.log", "predictions.parquet", "explanations.parquet", "metrics.json", "report.html", "results.md"):
         assert (finished_run / name).exists(), name

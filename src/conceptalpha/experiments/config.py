@@ -172,12 +172,14 @@ class Segments(Strict):
 
 class ModelEntry(Strict):
     """One model of the run. ``params`` holds only the hyper-parameters set here (checked against the
-    model's registry schema at load); ``trainer`` overrides the top-level trainer for this model."""
+    model's registry schema at load); ``trainer`` overrides the top-level trainer for this model;
+    ``features`` and ``label_norm``, where set, replace the run's for this model."""
 
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     features: Literal["alpha360", "alpha158"] | None = None
+    label_norm: Literal["rank", "zscore"] | None = None
 
     _registered = field_validator("name")(lambda value: _checked_by(get_model_spec, value))
 

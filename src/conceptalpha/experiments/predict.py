@@ -33,7 +33,7 @@ def predict_date(run_dir: str | Path, date: str, model: str = "HIST", seed: int 
     when = pd.Timestamp(date)
     job = _job_for(expand_jobs(config), model, seed, when)
     inputs = load_inputs(config)
-    dataset = build_window_dataset(inputs, config, job.segment_dates, entry.features)
+    dataset = build_window_dataset(inputs, config, job.segment_dates, entry)
     t = dataset.calendar.index_of(when)
     day = dataset.day(t)
     if day.n == 0:

@@ -20,7 +20,7 @@ import pandas as pd
 from conceptalpha.concepts.graph import ConceptGraph, build_concept_graph
 from conceptalpha.concepts.sources import read_source, unique_source_names
 from conceptalpha.data.panel import Market
-from conceptalpha.experiments.config import ExperimentConfig
+from conceptalpha.experiments.config import ExperimentConfig, ModelEntry
 from conceptalpha.experiments.jobs import Job, config_for_universe
 from conceptalpha.experiments.layout import JobFiles, RunFiles
 from conceptalpha.features.dataset import DatasetConfig, build_dataset
@@ -129,17 +129,25 @@ def _apply_derived_universe(config: ExperimentConfig, market: Market, notes: lis
     return market
 
 
-def build_window_dataset(inputs: Inputs, config: ExperimentConfig, segments: dict[str, tuple[str, str]], feature_set: str | None = None):
-    """The daily dataset of one set of segments (processors fit on its train window only)."""
+def build_window_dataset(inputs: Inputs, config: ExperimentConfig, segments: dict[str, tuple[str, str]], entry: ModelEntry | None = None):
+    """The daily dataset of one set of segments (processors fit on its train window only), with the
+    feature set and label normalisation of ``entry`` where it sets its own."""
+    feature_set, label_norm = dataset_settings(config, entry)
     ds_cfg = DatasetConfig(
-        feature_set=feature_set or config.features.feature_set,
+        feature_set=feature_set,
         label=config.features.label,
-        label_norm=config.features.label_norm,
+        label_norm=label_norm,
         segments=segments,
         market_context=config.features.market_context,
-        window=config.features.window if (feature_set or config.features.feature_set) == "alpha158" else None,
+        window=config.features.window if feature_set == "alpha158" else None,
     )
     return build_dataset(inputs.market, ds_cfg, cache_dir=cache_dir(config))
+
+
+def dataset_settings(config: ExperimentConfig, entry: ModelEntry | None = None) -> tuple[str, str]:
+    """(feature set, label normalisation) a model trains on: its own where set, else the run's."""
+    features = config.features
+    return (entry and entry.features) or features.feature_set, (entry and entry.label_norm) or features.label_norm
 
 
 def cache_dir(config: ExperimentConfig) -> Path:
@@ -258,8 +266,8 @@ def run_one(inputs: Inputs, dataset, segments: dict, config: ExperimentConfig, e
     from conceptalpha.models.registry import get_model_spec
 
     spec = get_model_spec(entry.name)
-    if entry.features and entry.features != config.features.feature_set:
-        dataset = build_window_dataset(inputs, config, segments, entry.features)
+    if dataset_settings(config, entry) != dataset_settings(config):
+        dataset = build_window_dataset(inputs, config, segments, entry)
     started = time.perf_counter()
     explanations = None
     if spec.kind == "gbdt":
