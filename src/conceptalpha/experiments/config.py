@@ -278,8 +278,8 @@ class ExperimentConfig(Strict):
             return
         if spec.uses_market and not self.features.market_context:
             raise UserError(f"models.{k} ({entry.name}): reads the day's market vector; set features.market_context: true")
-        feature_set = entry.features or self.features.feature_set
-        d_feat, seq_len = model_input_shape(feature_set, self.features.window if feature_set == "alpha158" else None)
+        feature_set, window, _ = self.data_for(entry)
+        d_feat, seq_len = model_input_shape(feature_set, window)
         market = {"d_market": 1} if spec.uses_market else {}
         try:
             model = build_model(entry.name, d_feat=d_feat, seq_len=seq_len, **{**entry.params, **market})
@@ -296,6 +296,13 @@ class ExperimentConfig(Strict):
     @property
     def is_synthetic(self) -> bool:
         return self.data.provider == SYNTHETIC
+
+    def data_for(self, entry: ModelEntry | None = None) -> tuple[str, int | None, str]:
+        """(feature set, window, label normalisation) a model trains on: the entry's own feature set and
+        label normalisation where set, else the run's; the window applies to Alpha158 only."""
+        feature_set = (entry and entry.features) or self.features.feature_set
+        window = self.features.window if feature_set == "alpha158" else None
+        return feature_set, window, (entry and entry.label_norm) or self.features.label_norm
 
     def trainer_for(self, entry: ModelEntry, seed: int) -> TrainerConfig:
         """The training settings of one model and seed: registry defaults < ``trainer`` < the entry's ``trainer``."""

@@ -132,22 +132,16 @@ def _apply_derived_universe(config: ExperimentConfig, market: Market, notes: lis
 def build_window_dataset(inputs: Inputs, config: ExperimentConfig, segments: dict[str, tuple[str, str]], entry: ModelEntry | None = None):
     """The daily dataset of one set of segments (processors fit on its train window only), with the
     feature set and label normalisation of ``entry`` where it sets its own."""
-    feature_set, label_norm = dataset_settings(config, entry)
+    feature_set, window, label_norm = config.data_for(entry)
     ds_cfg = DatasetConfig(
         feature_set=feature_set,
         label=config.features.label,
         label_norm=label_norm,
         segments=segments,
         market_context=config.features.market_context,
-        window=config.features.window if feature_set == "alpha158" else None,
+        window=window,
     )
     return build_dataset(inputs.market, ds_cfg, cache_dir=cache_dir(config))
-
-
-def dataset_settings(config: ExperimentConfig, entry: ModelEntry | None = None) -> tuple[str, str]:
-    """(feature set, label normalisation) a model trains on: its own where set, else the run's."""
-    features = config.features
-    return (entry and entry.features) or features.feature_set, (entry and entry.label_norm) or features.label_norm
 
 
 def cache_dir(config: ExperimentConfig) -> Path:
@@ -266,7 +260,7 @@ def run_one(inputs: Inputs, dataset, segments: dict, config: ExperimentConfig, e
     from conceptalpha.models.registry import get_model_spec
 
     spec = get_model_spec(entry.name)
-    if dataset_settings(config, entry) != dataset_settings(config):
+    if config.data_for(entry) != config.data_for():
         dataset = build_window_dataset(inputs, config, segments, entry)
     started = time.perf_counter()
     explanations = None
