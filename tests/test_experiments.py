@@ -81,6 +81,28 @@ def test_hist_explanations_add_up(finished_run):
     assert (parts - merged["score"]).abs().max() < 1e-4
 
 
+def test_run_predictions_equal_the_trained_models_own(finished_run):
+    """Validation scores come from training's last pass and HIST's test scores from its explanations."""
+    import torch
+
+    from conceptalpha.experiments.runner import build_neural_model, build_window_dataset, load_inputs
+    from conceptalpha.training import predict
+
+    cfg = validate_config(yaml_load(finished_run / "config.yaml"))
+    inputs = load_inputs(cfg)
+    job = expand_jobs(cfg)[0]
+    dataset = build_window_dataset(inputs, cfg, job.segment_dates)
+    preds = pd.read_parquet(finished_run / "predictions.parquet")
+    for entry in cfg.models:
+        model = build_neural_model(entry, dataset)
+        model.load_state_dict(torch.load(finished_run / "models" / entry.name / "seed0" / "best.pt", weights_only=True))
+        membership = inputs.membership if entry.name == "HIST" else None
+        for segment in ("valid", "test"):
+            got = preds[(preds["model"] == entry.name) & (preds["segment"] == segment)]
+            expected = predict(model, dataset, segment, membership=membership)
+            pd.testing.assert_frame_equal(got[list(expected.columns)].reset_index(drop=True), expected, check_exact=True)
+
+
 def test_rerun_with_same_config_reuses_results(finished_run):
     before = pd.read_parquet(finished_run / "predictions.parquet")
     cfg = validate_config(yaml_load(finished_run / "config.yaml"))

@@ -17,7 +17,7 @@ from conceptalpha.features.daydata import DayData
 from conceptalpha.features.processors import drop_extreme_labels
 from conceptalpha.models.hist import HIST
 from conceptalpha.training import TrainerConfig, TrainingDiverged, fit, predict, set_seed
-from conceptalpha.training.trainer import average_state_dicts, daily_ic
+from conceptalpha.training.trainer import average_state_dicts, daily_ic, segment_predictions
 
 T, F, C = 5, 3, 4
 
@@ -132,6 +132,18 @@ def test_kill_and_resume_reproduces_predictions(tmp_path):
     expected = predict(straight, data, "test", concept_membership, device="cpu")
     got = predict(resumed, data, "test", concept_membership, device="cpu")
     pd.testing.assert_frame_equal(got, expected, check_exact=True)
+
+
+def test_fit_returns_the_selected_weights_validation_scores_also_after_resume(tmp_path):
+    data = FakeDataset()
+    model = make_hist()
+    result = fit(model, data, concept_membership, config(max_epochs=3), tmp_path)
+    expected = predict(model, data, "valid", concept_membership, device="cpu")
+    pd.testing.assert_frame_equal(segment_predictions(data, "valid", result.valid_scores), expected, check_exact=True)
+    finished = fit(make_hist(seed=5), data, concept_membership, config(max_epochs=3), tmp_path, resume=True)
+    np.testing.assert_array_equal(finished.valid_scores, result.valid_scores)  # from the checkpoint
+    with pytest.raises(ValueError, match="scores for the"):
+        segment_predictions(data, "valid", result.valid_scores[1:])
 
 
 def test_resume_with_a_different_config_is_a_user_error(tmp_path):

@@ -270,19 +270,25 @@ def run_one(inputs: Inputs, dataset, segments: dict, config: ExperimentConfig, e
         preds = fit_predict_gbdt(dataset, params={**spec.defaults, **entry.params}, seed=seed, out_dir=job_dir)
     else:
         from conceptalpha.training.seed import set_seed
-        from conceptalpha.training.trainer import fit, predict
+        from conceptalpha.training.trainer import fit, predict, segment_predictions
 
         set_seed(seed)  # weights are drawn at construction: seed first, or runs differ
         model = build_neural_model(entry, dataset)
         tcfg = config.trainer_for(entry, seed)
         membership = inputs.membership if spec.uses_concepts else None
-        fit(model, dataset, membership, tcfg, job_dir, resume=resume, on_epoch=on_epoch)
-        preds = pd.concat(
-            [predict(model, dataset, seg, membership=membership).assign(segment=seg) for seg in ("valid", "test")],
-            ignore_index=True,
-        )
+        result = fit(model, dataset, membership, tcfg, job_dir, resume=resume, on_epoch=on_epoch)
+        # the selected weights were scored on the validation days during training, and HIST's
+        # explanations carry its test scores: neither pass is run twice
+        if result.valid_scores is not None:
+            valid = segment_predictions(dataset, "valid", result.valid_scores)
+        else:
+            valid = predict(model, dataset, "valid", membership=membership)
         if hasattr(model, "explain"):
             explanations = explain_segment(model, dataset, inputs, "test")
+            test = segment_predictions(dataset, "test", explanations["score"].to_numpy())
+        else:
+            test = predict(model, dataset, "test", membership=membership)
+        preds = pd.concat([valid.assign(segment="valid"), test.assign(segment="test")], ignore_index=True)
     seconds = time.perf_counter() - started
     preds = preds.assign(model=entry.name, seed=seed)
     if "segment" not in preds:

@@ -93,6 +93,7 @@ class FitResult:
     train_seconds: float
     best_path: Path
     stopped_early: bool
+    valid_scores: np.ndarray | None = None  # the selected weights' scores of every validation day, concatenated
 
 
 @dataclass
@@ -167,6 +168,7 @@ class TrainState:
     history: list[dict] = field(default_factory=list)
     recent: list[dict] = field(default_factory=list)  # state_dicts of the last `average_last` epochs
     best_state: dict | None = None
+    best_valid_scores: torch.Tensor | None = None  # best_state's scores on the validation days, concatenated
     best_ic: float = float("nan")
     best_epoch: int = 0
     bad_epochs: int = 0
@@ -310,14 +312,16 @@ def _scored_days(model: nn.Module, load: DayLoader, days: Sequence[int]) -> Iter
         yield b, _forward(model, b).cpu().numpy() if len(b.x) else np.zeros(0)
 
 
-def _mean_valid_ic(model: nn.Module, load: DayLoader, days: Sequence[int], select_on: str) -> float:
-    ics = [
-        daily_ic(score, b.y_raw if select_on == "raw" else b.y.cpu().numpy())
-        for b, score in _scored_days(model, load, days)
-        if len(score)
-    ]
+def _validate(model: nn.Module, load: DayLoader, days: Sequence[int], select_on: str) -> tuple[float, np.ndarray]:
+    """Mean daily IC over ``days`` and the scores of all of them, concatenated in order."""
+    ics, scores = [], []
+    for b, score in _scored_days(model, load, days):
+        scores.append(score)
+        if len(score):
+            ics.append(daily_ic(score, b.y_raw if select_on == "raw" else b.y.cpu().numpy()))
     finite = np.asarray(ics)[np.isfinite(ics)] if ics else np.asarray([])
-    return float(finite.mean()) if finite.size else float("nan")
+    mean_ic = float(finite.mean()) if finite.size else float("nan")
+    return mean_ic, np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)
 
 
 # --------------------------------------------------------------------- fit
@@ -388,11 +392,12 @@ def _run_epoch(model, optimizer, load, shuffle_rng, train_days, valid_days, conf
     state.recent = (state.recent + [current])[-config.average_last :]
     averaged = average_state_dicts(state.recent)
     model.load_state_dict(averaged)
-    valid_ic = _mean_valid_ic(model, load, valid_days, config.select_on)
+    valid_ic, valid_scores = _validate(model, load, valid_days, config.select_on)
     model.load_state_dict(current)
     # NaN never improves on a finite best, but any finite IC improves on a NaN best.
     if state.best_state is None or (np.isfinite(valid_ic) and not valid_ic <= state.best_ic):
         state.best_state, state.best_ic, state.best_epoch = averaged, valid_ic, epoch
+        state.best_valid_scores = torch.from_numpy(valid_scores)
         state.bad_epochs = 0
     else:
         state.bad_epochs += 1
@@ -416,6 +421,7 @@ def _finish(model, state: TrainState, config: TrainerConfig, run_dir: Path, devi
         train_seconds=state.train_seconds,
         best_path=best_path,
         stopped_early=state.bad_epochs >= config.patience,
+        valid_scores=None if state.best_valid_scores is None else state.best_valid_scores.numpy(),
     )
 
 
@@ -438,7 +444,6 @@ def fit_seeds(
     return results
 
 
-@torch.no_grad()
 def predict(
     model: nn.Module,
     dataset: DayDataset,
@@ -450,19 +455,24 @@ def predict(
     torch_device = resolve_device(device)
     model.to(torch_device)
     load = DayLoader(dataset, membership, torch_device)
-    dates, instruments, scores, labels = [], [], [], []
-    for b, score in _scored_days(model, load, dataset.days(segment)):
-        scores.append(score)
-        dates.append(np.full(len(b.instruments), b.date, dtype="datetime64[ns]"))
-        instruments.append(np.asarray(b.instruments))
-        labels.append(b.y_raw)
-    if not scores:
+    scores = [score for _, score in _scored_days(model, load, dataset.days(segment))]
+    return segment_predictions(dataset, segment, np.concatenate(scores) if scores else np.zeros(0))
+
+
+def segment_predictions(dataset: DayDataset, segment: str, scores: np.ndarray) -> pd.DataFrame:
+    """:func:`predict`'s table from ``scores`` already computed for every stock of every day of
+    ``segment``, concatenated in day order (as ``FitResult.valid_scores``)."""
+    days = [dataset.day(t) for t in dataset.days(segment)]
+    if not days:
         return pd.DataFrame({"datetime": [], "instrument": [], "score": [], "label": []})
+    sizes = [day.n for day in days]
+    if len(scores) != sum(sizes):
+        raise ValueError(f"{len(scores)} scores for the {sum(sizes)} rows of segment {segment!r}")
     return pd.DataFrame(
         {
-            "datetime": np.concatenate(dates),
-            "instrument": np.concatenate(instruments),
-            "score": np.concatenate(scores).astype(np.float64),
-            "label": np.concatenate(labels).astype(np.float64),
+            "datetime": np.repeat(np.asarray([day.date for day in days], dtype="datetime64[ns]"), sizes),
+            "instrument": np.concatenate([np.asarray(day.instruments) for day in days]),
+            "score": np.asarray(scores, dtype=np.float64),
+            "label": np.concatenate([day.y_raw for day in days]).astype(np.float64),
         }
     )
