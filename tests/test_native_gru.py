@@ -178,3 +178,38 @@ def test_a_fresh_build_lock_is_left_alone(monkeypatch, tmp_path):
     (directory / "lock").touch()
     native.gru_steps()
     assert (directory / "lock").exists()
+
+
+@needs_kernels
+def test_kernels_take_contiguous_and_step_by_step_arrays_alike():
+    """fast_gru hands the kernels [rows, T, B] arrays stored step by step; contiguous ones give the same bits."""
+    torch.manual_seed(2)
+    size, features, steps, rows = 8, 5, 7, 13
+    w_in, b_in, w_hh = torch.randn(3 * size, features), torch.randn(4 * size), torch.randn(3 * size, size)
+    x = torch.randn(features, steps, rows)
+
+    def forward(by_step: bool):
+        def array(rows_, steps_):
+            return torch.empty(steps_, rows_, rows).permute(1, 0, 2) if by_step else torch.empty(rows_, steps_, rows)
+
+        inputs = x.permute(1, 0, 2).contiguous().permute(1, 0, 2) if by_step else x
+        states, gates = array(size, steps + 1), array(4 * size, steps)
+        native.gru_steps().forward_layer(w_in, b_in, w_hh, [inputs], [states], [gates])
+        return states, gates
+
+    for contiguous, by_step in zip(forward(False), forward(True)):
+        assert torch.equal(contiguous, by_step)
+    with pytest.raises(RuntimeError, match="step by step"):
+        native.gru_steps().forward_layer(w_in, b_in, w_hh, [x], [torch.empty(rows, steps + 1, size).permute(2, 1, 0)], [])
+
+
+@needs_kernels
+def test_scoring_without_gradients_gives_the_training_forward_exactly():
+    torch.manual_seed(3)
+    rnn = torch.nn.GRU(6, 16, 2, batch_first=True)
+    x = torch.randn(40, 9, 6)
+    with torch.no_grad():
+        scored = gru_last_state(rnn, x)
+    trained = gru_last_state(rnn, x)
+    assert scored.grad_fn is None and trained.grad_fn is not None
+    assert torch.equal(scored, trained)

@@ -22,7 +22,9 @@ How it is laid out, and why:
   of one array scale poorly). A group of blocks, one per thread, goes through
   all layers, forward and backward, before the next group starts.
 - Inside a block everything is *feature-major*: a step's hidden state is
-  [H, B], its gates [4H, B], a layer's gates [4H, T, B].
+  [H, B], its gates [4H, B], a layer's gates [4H, T, B]. For the compiled
+  kernels the [rows, T, B] arrays are stored step by step ([T, rows, B] in
+  memory), so that a step reads and writes one contiguous slab.
 - The forward pass keeps exactly what the backward pass needs, per step
   [n, r, z, W_hn h_{t−1} + b_hn] and the states: 5H floats per row, step and
   layer (a training step of ``nn.GRU`` takes about twice as much memory).
@@ -49,7 +51,9 @@ from __future__ import annotations
 import math
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -93,9 +97,9 @@ def gru_last_state(rnn: nn.GRU, x: torch.Tensor, block_rows: int | None = None) 
         for i, weights in enumerate(layers):
             if i:
                 sequence = F.dropout(sequence, rnn.dropout, True)
-            sequence = _GRUStack.apply(sequence, rows, i < rnn.num_layers - 1, *weights)
+            sequence = _GRUStack.apply(sequence, rows, i < rnn.num_layers - 1, torch.is_grad_enabled(), *weights)
         return sequence
-    return _GRUStack.apply(x, rows, False, *[w for weights in layers for w in weights])
+    return _GRUStack.apply(x, rows, False, torch.is_grad_enabled(), *[w for weights in layers for w in weights])
 
 
 def _fast_path_applies(rnn: nn.GRU, x: torch.Tensor) -> bool:
@@ -175,9 +179,22 @@ def _chunks(steps: int, rows: int, size: int, budget: int) -> list[tuple[int, in
     return [(start, min(start + span, steps)) for start in range(0, steps, span)]
 
 
-def _feature_major(x: torch.Tensor) -> torch.Tensor:
-    """Batch-first [B, T, F] → contiguous [F, T, B]."""
+def _feature_major(x: torch.Tensor, by_step: bool = False) -> torch.Tensor:
+    """Batch-first [B, T, F] → [F, T, B] with unit stride along B: contiguous, or (``by_step``) laid
+    out step by step, [T, F, B] in memory (see :func:`_rows_steps`)."""
+    if by_step:
+        return x.permute(1, 2, 0).contiguous().permute(1, 0, 2)
     return x.permute(2, 1, 0).contiguous()
+
+
+def _rows_steps(take: Callable[..., torch.Tensor], rows: int, steps: int, columns: int, by_step: bool) -> torch.Tensor:
+    """A [rows, steps, columns] array from ``take(*shape)``; ``by_step`` lays it out [steps, rows,
+    columns] in memory. The compiled kernels take that layout: each step then touches one contiguous
+    slab rather than ``rows`` rows a whole sequence apart (measured: a layer's forward pass about a
+    third faster at 300 rows and 60 steps)."""
+    if by_step:
+        return take(steps, rows, columns).permute(1, 0, 2)
+    return take(rows, steps, columns)
 
 
 class _BufferPool:
@@ -282,30 +299,33 @@ class _GRUStack(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, block_rows, return_sequence, *weights):
+    def forward(ctx, x, block_rows, return_sequence, record, *weights):
         layers = [_Layer.of(*weights[i : i + 4]) for i in range(0, len(weights), 4)]
         n, steps, _ = x.shape
         size = layers[0].size
         groups = _block_groups(n, block_rows, torch.get_num_threads())  # fixed here: backward must block alike
-        keep = any(ctx.needs_input_grad)
+        keep = record and any(ctx.needs_input_grad)  # under no_grad nothing is kept for a backward pass
         keep_gates = keep and 4 * 4 * size * steps * n * len(layers) <= KEEP_GATES_MAX_BYTES
         # per block, per layer: its states and (when kept) each chunk's gates
         kept: list[list[tuple[torch.Tensor, list[torch.Tensor] | None]]] = []
         out = x.new_empty((n, steps, size) if return_sequence else (n, size))
         native = gru_steps()
+        by_step = native is not None
         with _Workspace(x) as work:
             for group in groups:
-                inputs = [_feature_major(x[start:stop]) for start, stop in group]
+                inputs = [_feature_major(x[start:stop], by_step) for start, stop in group]
                 group_kept = [[] for _ in group]
                 kept.extend(group_kept)
                 for depth, layer in enumerate(layers):
                     if keep:
-                        states = [_pool.take(x, (size, steps + 1, stop - start)) for start, stop in group]
+                        states = [_rows_steps(lambda *shape: _pool.take(x, shape), size, steps + 1, stop - start, by_step)
+                                  for start, stop in group]
                     else:
-                        states = [work.view(f"states{depth % 2}/{i}", size, steps + 1, stop - start)
+                        states = [_rows_steps(partial(work.view, f"states{depth % 2}/{i}"), size, steps + 1, stop - start, by_step)
                                   for i, (start, stop) in enumerate(group)]
                     if native is not None:  # kept gates: one array [4H, T, B] per block
-                        whole = [_pool.take(x, (4 * size, steps, stop - start)) for start, stop in group] if keep_gates else []
+                        whole = [_rows_steps(lambda *shape: _pool.take(x, shape), 4 * size, steps, stop - start, by_step)
+                                 for start, stop in group] if keep_gates else []
                         native.forward_layer(layer.w_in, layer.b_in.view(-1), layer.w_hh, inputs, states, whole)
                         gates = [[array] for array in whole] if keep_gates else None
                     else:
@@ -317,6 +337,7 @@ class _GRUStack(torch.autograd.Function):
                 for (start, stop), top in zip(group, inputs):
                     out[start:stop] = top.permute(2, 1, 0) if return_sequence else top[:, -1].T
         if keep:
+            ctx.by_step = by_step
             ctx.save_for_backward(x, *weights)
             ctx.kept = kept
             ctx.shape = (steps, size, groups, len(layers), return_sequence)
@@ -339,18 +360,20 @@ class _GRUStack(torch.autograd.Function):
             for group in groups:
                 kept = ctx.kept[first : first + len(group)]  # per block, per layer: (states, gates or None)
                 grads = [grad_out[start:stop] for start, stop in group]
-                grads = [g.permute(2, 1, 0).contiguous() if return_sequence else g.T.contiguous() for g in grads]
+                grads = [_feature_major(g, ctx.by_step) if return_sequence else g.T.contiguous() for g in grads]
                 for level in range(depth - 1, -1, -1):
                     states = [block[level][0] for block in kept]
                     gates = [block[level][1] for block in kept] if kept[0][level][1] is not None else None
                     if level:
                         inputs = [block[level - 1][0][:, 1:] for block in kept]
                     else:
-                        inputs = [_feature_major(x[start:stop]) for start, stop in group]
+                        inputs = [_feature_major(x[start:stop], ctx.by_step) for start, stop in group]
                     grad_inputs = None
                     if level or need_x:  # ∂L/∂(the layer's inputs), alternating between two arrays on its way down
-                        grad_inputs = [work.view(f"grad{level % 2}/{i}", inputs[i].shape[0], steps, stop - start)
-                                       for i, (start, stop) in enumerate(group)]
+                        grad_inputs = [
+                            _rows_steps(partial(work.view, f"grad{level % 2}/{i}"), inputs[i].shape[0], steps, stop - start, ctx.by_step)
+                            for i, (start, stop) in enumerate(group)
+                        ]
                     last_only = level == depth - 1 and not return_sequence
                     if native is not None:
                         _native_layer_backward(
@@ -367,7 +390,7 @@ class _GRUStack(torch.autograd.Function):
                         grad_x[start:stop] = grad.permute(2, 1, 0)
                 first += len(group)
         weight_grads = [g for layer_sums in sums for g in layer_sums.unpack()]
-        return (grad_x, None, None, *weight_grads)
+        return (grad_x, None, None, None, *weight_grads)
 
 
 def _group_chunks(group: list[tuple[int, int]], steps: int, size: int) -> list[tuple[int, int]]:

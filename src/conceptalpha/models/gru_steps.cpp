@@ -5,6 +5,9 @@
 //   inputs  [F, T, B]   any strides with unit stride along B (above the first layer: the states h_1 .. h_T below)
 //   states  [H, T+1, B] h_0 = 0, h_1 .. h_T
 //   gates   [4H, T, B]  after step t: [n_t, r_t, z_t, W_hn h_{t-1} + b_hn], what the backward pass needs
+// Every [rows, T, B] array may be contiguous or laid out step by step (in memory [T, rows, B]). fast_gru
+// passes the latter: a step then reads and writes one contiguous slab instead of `rows` rows a whole
+// sequence apart (as many memory pages as rows), which made a step's memory traffic the bottleneck.
 // Weights, as fast_gru._Layer arranges them:
 //   w_in [3H, F] (weight_ih rows n, r, z), b_in [4H] ([b_in, b_ir + b_hr, b_iz + b_hz, b_hn]),
 //   w_hh [3H, H] (weight_hh, rows r, z, n), w_hh_nrz_t [H, 3H] (weight_hhᵀ, columns n, r, z),
@@ -102,7 +105,7 @@ struct Weights {
 
 // Steps per chunk of the forward pass: a chunk's input projection is one matrix product with S·B
 // columns, while the chunk's scratch [4H, S, B] stays in the core's cache. Inputs whose steps are
-// not consecutive in memory (only possible with one row) go step by step.
+// not consecutive in memory (one row, or inputs laid out step by step) go step by step.
 int64_t chunk_steps(int64_t H, int64_t B, int64_t T, const at::Tensor& inputs) {
   constexpr int64_t kChunkBytes = 512 << 10;
   if (T > 1 && inputs.stride(1) != B) return 1;
@@ -160,6 +163,15 @@ void check_contiguous(const at::Tensor& t, int64_t dims, const char* name) {
   TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
 }
 
+// A [rows, T, B] array, contiguous or laid out step by step ([T, rows, B] in memory).
+void check_rows_steps(const at::Tensor& t, const char* name) {
+  check_array(t, 3, name);
+  const bool step_major = t.stride(2) == 1 && t.stride(0) == t.size(2) && t.stride(1) == t.size(0) * t.size(2);
+  TORCH_CHECK(t.is_contiguous() || step_major, name, " must be contiguous or laid out step by step ([T, rows, B])");
+}
+
+bool step_major(const at::Tensor& t) { return t.size(1) > 1 && t.stride(1) != t.size(2); }
+
 // Runs body(block) for every block, in parallel over the torch threads (blocks are independent).
 template <typename Body>
 void for_each_block(size_t blocks, Body body) {
@@ -182,20 +194,23 @@ void forward_layer(const at::Tensor& w_in, const at::Tensor& b_in, const at::Ten
               "forward_layer: one inputs and states array (and gates array, if any) per block");
   for (size_t block = 0; block < inputs.size(); ++block) {
     check_array(inputs[block], 3, "inputs");
-    check_contiguous(states[block], 3, "states");
+    check_rows_steps(states[block], "states");
     const int64_t T = inputs[block].size(1), B = inputs[block].size(2);
     TORCH_CHECK(inputs[block].size(0) == w.F && (B == 1 || inputs[block].stride(2) == 1) && states[block].size(0) == w.H &&
                     states[block].size(1) == T + 1 && states[block].size(2) == B,
                 "forward_layer: inconsistent inputs or states");
     if (!gates.empty()) {
-      check_contiguous(gates[block], 3, "gates");
+      check_rows_steps(gates[block], "gates");
       TORCH_CHECK(gates[block].size(0) == 4 * w.H && gates[block].size(1) == T && gates[block].size(2) == B,
                   "forward_layer: inconsistent gates");
     }
   }
   for_each_block(inputs.size(), [&](int64_t block) {
     const at::Tensor& x = inputs[block];
-    const int64_t T = x.size(1), B = x.size(2), H = w.H, S = chunk_steps(H, B, T, x);
+    const int64_t T = x.size(1), B = x.size(2), H = w.H;
+    // a chunk's input projection writes S·B consecutive columns per gate row: one step at a time into
+    // kept gates laid out step by step
+    const int64_t S = !gates.empty() && step_major(gates[block]) ? 1 : chunk_steps(H, B, T, x);
     const Rows st = rows_of(states[block]);
     std::vector<float> hidden(3 * H * B), scratch(gates.empty() ? 4 * H * S * B : 0);
     const Rows gh{hidden.data(), B, 0};
@@ -248,7 +263,7 @@ void backward_layer(const at::Tensor& w_in, const at::Tensor& b_in, const at::Te
   for (size_t block = 0; block < blocks; ++block) {
     check_array(inputs[block], 3, "inputs");
     const int64_t T = inputs[block].size(1), B = inputs[block].size(2);
-    check_contiguous(states[block], 3, "states");
+    check_rows_steps(states[block], "states");
     check_contiguous(carry[block], 2, "carry");
     check_contiguous(sum_hh[block], 2, "sum_hh");
     check_contiguous(sum_ih[block], 2, "sum_ih");
@@ -260,7 +275,7 @@ void backward_layer(const at::Tensor& w_in, const at::Tensor& b_in, const at::Te
                 "backward_layer: inconsistent shapes");
     const auto same = [&](at::TensorList list, int64_t rows, const char* name) {
       if (list.empty()) return;
-      check_contiguous(list[block], 3, name);
+      check_rows_steps(list[block], name);
       TORCH_CHECK(list[block].size(0) == rows && list[block].size(1) == T && list[block].size(2) == B,
                   "backward_layer: inconsistent ", name);
     };
