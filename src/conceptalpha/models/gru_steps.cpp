@@ -166,8 +166,8 @@ void check_contiguous(const at::Tensor& t, int64_t dims, const char* name) {
 // A [rows, T, B] array, contiguous or laid out step by step ([T, rows, B] in memory).
 void check_rows_steps(const at::Tensor& t, const char* name) {
   check_array(t, 3, name);
-  const bool step_major = t.stride(2) == 1 && t.stride(0) == t.size(2) && t.stride(1) == t.size(0) * t.size(2);
-  TORCH_CHECK(t.is_contiguous() || step_major, name, " must be contiguous or laid out step by step ([T, rows, B])");
+  const bool by_step = t.stride(2) == 1 && t.stride(0) == t.size(2) && t.stride(1) == t.size(0) * t.size(2);
+  TORCH_CHECK(t.is_contiguous() || by_step, name, " must be contiguous or laid out step by step ([T, rows, B])");
 }
 
 bool step_major(const at::Tensor& t) { return t.size(1) > 1 && t.stride(1) != t.size(2); }
