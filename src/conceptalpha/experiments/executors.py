@@ -268,17 +268,18 @@ class RayExecutor:
         if started_here:
             kwargs = {"address": self.address} if self.address else {"num_cpus": self.max_parallel, "include_dashboard": False}
             ray.init(log_to_driver=False, **kwargs)
-        refs = {}
+        waiting = {}
         try:
             remote = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
             payload = config.model_dump_json()
-            refs = {remote.remote(payload, str(run_dir), job): job for job in pending}
+            waiting = {remote.remote(payload, str(run_dir), job): job for job in pending}
             failures = []
-            for ref, job in refs.items():
+            for ref, job in list(waiting.items()):
                 try:
                     failure = ray.get(ref)
                 except Exception as err:  # the worker itself crashed
                     failure = _failure(job, err)
+                del waiting[ref]
                 if failure is not None:
                     if not keep_going:
                         failure.raise_()
@@ -286,7 +287,8 @@ class RayExecutor:
                 log.info("%s %s", "FAILED" if failure else "finished", job.describe())
             return failures
         finally:
-            for ref in refs:
+            # only the tasks still running (after a failure or an interrupt) are cancelled
+            for ref in waiting:
                 ray.cancel(ref, force=True)
             if started_here:
                 ray.shutdown()
