@@ -170,3 +170,24 @@ def test_a_directory_held_by_a_live_run_is_refused_at_once_and_a_dead_runs_lock_
     assert lock.read_text().strip() == str(holder.pid)  # the stale lock names the dead holder
     with hold_run_dir(lock):
         assert lock.read_text().strip() == str(os.getpid())
+
+
+def test_a_stop_signal_landing_in_a_finaliser_still_stops_the_code_that_runs():
+    """The GRU's buffer pool returns arrays in weakref finalisers; an exception raised there is only printed."""
+    script = (
+        "import os, signal, sys, time, weakref\n"
+        "from conceptalpha.experiments.executors import signals_interrupt\n"
+        "class Held: pass\n"
+        "with signals_interrupt() as received:\n"
+        "    try:\n"
+        "        held = Held()\n"
+        "        weakref.finalize(held, lambda: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(0.01)))\n"
+        "        del held\n"
+        "        time.sleep(5)\n"
+        "        print('not stopped')\n"
+        "    except KeyboardInterrupt:\n"
+        "        print('stopped by', received)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert done.stdout.strip() == f"stopped by [{int(signal.SIGTERM)}]"
+    assert "Traceback" not in done.stderr and "ignored" not in done.stderr

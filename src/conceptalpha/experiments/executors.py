@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ log = logging.getLogger("conceptalpha")
 EXECUTORS = ("serial", "local", "ray")
 WORKER_GRACE_SECONDS = 5.0
 PARENT_POLL_SECONDS = 0.5
+FINALISER_RETRY_SECONDS = 0.05  # a stop signal that landed in a finaliser is sent again after this
 
 
 @dataclass(frozen=True)
@@ -209,7 +211,7 @@ def _worker(config_json: str, run_dir: str, job: Job, pipe, parent_pid: int) -> 
     removed and multiprocessing's semaphores (tqdm's lock) are released.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     exit_with_parent(parent_pid)
     root = logging.getLogger("conceptalpha")
     root.handlers[:] = [_PipeHandler(pipe)]
@@ -223,6 +225,24 @@ def _worker(config_json: str, run_dir: str, job: Job, pipe, parent_pid: int) -> 
         pipe.send(None)
     except Exception as err:  # reported to the parent, which decides
         pipe.send(_failure(job, err))
+
+
+def _exit_on_signal(signum: int, frame) -> None:
+    if not resend_if_in_finaliser(signum, frame):
+        sys.exit(128 + signum)
+
+
+def resend_if_in_finaliser(signum: int, frame) -> bool:
+    """True when the main thread was inside a weakref finaliser (the GRU's buffer pool runs them
+    after every training step) as signal ``signum`` arrived: an exception raised there would only
+    be printed and the work would go on, so the signal is sent again a moment later instead."""
+    finaliser = weakref.finalize.__call__.__code__
+    while frame is not None:
+        if frame.f_code is finaliser:
+            threading.Timer(FINALISER_RETRY_SECONDS, os.kill, (os.getpid(), signum)).start()
+            return True
+        frame = frame.f_back
+    return False
 
 
 def exit_with_parent(parent_pid: int) -> None:
@@ -322,6 +342,8 @@ def signals_interrupt() -> Iterator[list[int]]:
         return
 
     def interrupt(signum, frame):
+        if resend_if_in_finaliser(signum, frame):
+            return
         received.append(signum)
         raise KeyboardInterrupt
 
