@@ -310,7 +310,7 @@ class _GRUStack(torch.autograd.Function):
         kept: list[list[tuple[torch.Tensor, list[torch.Tensor] | None]]] = []
         out = x.new_empty((n, steps, size) if return_sequence else (n, size))
         native = gru_steps()
-        by_step = native is not None
+        by_step = native is not None  # the compiled kernels take their arrays laid out step by step
 
         def pooled(*shape: int) -> torch.Tensor:
             return _pool.take(x, shape)
@@ -341,7 +341,6 @@ class _GRUStack(torch.autograd.Function):
                 for (start, stop), top in zip(group, inputs):
                     out[start:stop] = top.permute(2, 1, 0) if return_sequence else top[:, -1].T
         if keep:
-            ctx.by_step = by_step
             ctx.save_for_backward(x, *weights)
             ctx.kept = kept
             ctx.shape = (steps, size, groups, len(layers), return_sequence)
@@ -364,18 +363,18 @@ class _GRUStack(torch.autograd.Function):
             for group in groups:
                 kept = ctx.kept[first : first + len(group)]  # per block, per layer: (states, gates or None)
                 grads = [grad_out[start:stop] for start, stop in group]
-                grads = [_feature_major(g, ctx.by_step) if return_sequence else g.T.contiguous() for g in grads]
+                grads = [_feature_major(g, ctx.native) if return_sequence else g.T.contiguous() for g in grads]
                 for level in range(depth - 1, -1, -1):
                     states = [block[level][0] for block in kept]
                     gates = [block[level][1] for block in kept] if kept[0][level][1] is not None else None
                     if level:
                         inputs = [block[level - 1][0][:, 1:] for block in kept]
                     else:
-                        inputs = [_feature_major(x[start:stop], ctx.by_step) for start, stop in group]
+                        inputs = [_feature_major(x[start:stop], ctx.native) for start, stop in group]
                     grad_inputs = None
                     if level or need_x:  # ∂L/∂(the layer's inputs), alternating between two arrays on its way down
                         grad_inputs = [
-                            _rows_steps(partial(work.view, f"grad{level % 2}/{i}"), inputs[i].shape[0], steps, stop - start, ctx.by_step)
+                            _rows_steps(partial(work.view, f"grad{level % 2}/{i}"), inputs[i].shape[0], steps, stop - start, ctx.native)
                             for i, (start, stop) in enumerate(group)
                         ]
                     last_only = level == depth - 1 and not return_sequence
