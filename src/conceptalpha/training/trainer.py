@@ -455,24 +455,30 @@ def predict(
     torch_device = resolve_device(device)
     model.to(torch_device)
     load = DayLoader(dataset, membership, torch_device)
-    scores = [score for _, score in _scored_days(model, load, dataset.days(segment))]
-    return segment_predictions(dataset, segment, np.concatenate(scores) if scores else np.zeros(0))
+    scored = [((b.date, b.instruments, b.y_raw), score) for b, score in _scored_days(model, load, dataset.days(segment))]
+    return _predictions_frame([day for day, _ in scored], [score for _, score in scored], segment)
 
 
 def segment_predictions(dataset: DayDataset, segment: str, scores: np.ndarray) -> pd.DataFrame:
     """:func:`predict`'s table from ``scores`` already computed for every stock of every day of
     ``segment``, concatenated in day order (as ``FitResult.valid_scores``)."""
     days = [dataset.day(t) for t in dataset.days(segment)]
+    return _predictions_frame([(day.date, day.instruments, day.y_raw) for day in days], [scores], segment)
+
+
+def _predictions_frame(days: list[tuple], scores: list[np.ndarray], segment: str) -> pd.DataFrame:
+    """The table of ``days`` ((date, instruments, raw labels) each) and their scores, in day order."""
     if not days:
         return pd.DataFrame({"datetime": [], "instrument": [], "score": [], "label": []})
-    sizes = [day.n for day in days]
-    if len(scores) != sum(sizes):
-        raise ValueError(f"{len(scores)} scores for the {sum(sizes)} rows of segment {segment!r}")
+    sizes = [len(instruments) for _, instruments, _ in days]
+    flat = np.concatenate(scores) if scores else np.zeros(0)
+    if len(flat) != sum(sizes):
+        raise ValueError(f"{len(flat)} scores for the {sum(sizes)} rows of segment {segment!r}")
     return pd.DataFrame(
         {
-            "datetime": np.repeat(np.asarray([day.date for day in days], dtype="datetime64[ns]"), sizes),
-            "instrument": np.concatenate([np.asarray(day.instruments) for day in days]),
-            "score": np.asarray(scores, dtype=np.float64),
-            "label": np.concatenate([day.y_raw for day in days]).astype(np.float64),
+            "datetime": np.repeat(np.asarray([date for date, _, _ in days], dtype="datetime64[ns]"), sizes),
+            "instrument": np.concatenate([np.asarray(instruments) for _, instruments, _ in days]),
+            "score": flat.astype(np.float64),
+            "label": np.concatenate([labels for _, _, labels in days]).astype(np.float64),
         }
     )
